@@ -1,0 +1,84 @@
+"""The namespace shim: one place that knows how arrays of different libraries differ.
+
+Everything else in the package asks this module for the array namespace ``xp`` of its
+inputs and then writes plain array-API code against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, device, is_jax_array
+
+__all__ = [
+    "array_namespace",
+    "compute_dtype",
+    "device",
+    "eager_any",
+    "is_traced",
+    "library_name",
+    "namespace_of",
+]
+
+
+def library_name(x: Any) -> str:
+    """A short name for the library that owns ``x`` (for error messages)."""
+    return type(x).__module__.split(".")[0]
+
+
+def namespace_of(**arrays: Any) -> Any:
+    """The array namespace shared by the named ``arrays`` (``None`` values are skipped).
+
+    Raises ``TypeError`` naming the arguments when they come from different libraries
+    and ``ValueError`` when they live on different devices, instead of letting a
+    library fail later with a message about some internal operation.
+    """
+    named = {k: v for k, v in arrays.items() if v is not None}
+    first_name, first = next(iter(named.items()))
+    try:
+        xp = array_namespace(*named.values())
+    except TypeError as err:
+        libs = ", ".join(f"{k} is a {library_name(v)} array" for k, v in named.items())
+        raise TypeError(
+            f"all array arguments must come from one array library: {libs}; "
+            f"convert them with the namespace of {first_name!r} first"
+        ) from err
+    if not any(is_traced(v) for v in named.values()):
+        where = device(first)
+        for name, value in named.items():
+            if device(value) != where:
+                raise ValueError(
+                    f"{name} is on device {device(value)} but {first_name} is on "
+                    f"device {where}; move them to one device"
+                )
+    return xp
+
+
+def is_traced(x: Any) -> bool:
+    """True for an abstract value under tracing (e.g. inside ``jax.jit``).
+
+    Traced values have no contents to read, so value checks are skipped for them.
+    JAX marks its tracers with a ``Tracer`` base class; checking the class name keeps
+    this module free of framework imports.
+    """
+    return is_jax_array(x) and any(k.__name__ == "Tracer" for k in type(x).__mro__)
+
+
+def eager_any(xp: Any, condition: Any) -> bool:
+    """``any(condition)`` as a Python bool, or ``False`` when it cannot be read.
+
+    Used only for input validation: a traced condition cannot be read without
+    breaking compilation, so the check is skipped there (and documented as such).
+    """
+    if is_traced(condition):
+        return False
+    return bool(xp.any(condition))
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The floating dtype that statistics are accumulated in.
+
+    float64 stays float64; float32 and the half types (float16, bfloat16) accumulate
+    in float32, so that sums over millions of pixels do not lose their precision.
+    """
+    return xp.float64 if dtype == xp.float64 else xp.float32

@@ -1,0 +1,136 @@
+"""Checks of arguments, with errors that name the argument and the shapes involved."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+from ._namespace import eager_any
+
+MODES = ("ALL", "PRESENT")
+
+
+def check_real(name: str, value: Any, *, low: float, strict: bool = False) -> float:
+    """``value`` as a float, checked to be a finite real number >= ``low`` (> if strict)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {op} {low}, got {value!r}")
+    return value
+
+
+def check_mode(name: str, value: Any) -> str:
+    if value not in MODES:
+        raise ValueError(f"{name} must be one of {MODES}, got {value!r}")
+    return value
+
+
+def check_ignore_index(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ignore_index must be an int or None, got {value!r}")
+    return value
+
+
+def normalize_class_axis(class_axis: Any, ndim: int, logits_shape: tuple) -> int:
+    """``class_axis`` as a non-negative axis of the logits; axis 0 is the batch."""
+    if isinstance(class_axis, bool) or not isinstance(class_axis, int):
+        raise TypeError(f"class_axis must be an int, got {class_axis!r}")
+    axis = class_axis + ndim if class_axis < 0 else class_axis
+    if not 1 <= axis < ndim:
+        raise ValueError(
+            f"class_axis={class_axis} is not a non-batch axis of logits with shape "
+            f"{logits_shape}; use 1 for (B, C, ...) or -1 for (B, ..., C)"
+        )
+    return axis
+
+
+def check_logits(xp: Any, logits: Any) -> None:
+    if logits.ndim < 2:
+        raise ValueError(
+            f"logits must have shape (B, C, ...) with at least 2 axes, got shape "
+            f"{tuple(logits.shape)}"
+        )
+    if not xp.isdtype(logits.dtype, "real floating"):
+        raise TypeError(f"logits must be a floating array, got dtype {logits.dtype}")
+
+
+def label_kind(xp: Any, logits: Any, label: Any, class_axis: int) -> bool:
+    """Check the label against the logits; True for a hard (integer) label."""
+    shape = tuple(logits.shape)
+    hard_shape = shape[:class_axis] + shape[class_axis + 1 :]
+    if xp.isdtype(label.dtype, "integral"):
+        if tuple(label.shape) != hard_shape:
+            raise ValueError(
+                f"a hard (integer) label must have the shape of logits without the "
+                f"class axis: logits {shape} with class_axis={class_axis} needs label "
+                f"{hard_shape}, got {tuple(label.shape)}"
+            )
+        return True
+    if xp.isdtype(label.dtype, "real floating"):
+        if tuple(label.shape) != shape:
+            raise ValueError(
+                f"a soft (floating) label must have the shape of logits {shape}, got "
+                f"{tuple(label.shape)}"
+            )
+        return False
+    raise TypeError(
+        f"label must be an integer array (hard label) or a floating array (soft "
+        f"label), got dtype {label.dtype}"
+    )
+
+
+def check_keep_mask(xp: Any, keep_mask: Any, logits: Any, class_axis: int) -> None:
+    shape = tuple(logits.shape)
+    want = shape[:class_axis] + shape[class_axis + 1 :]
+    if keep_mask.dtype != xp.bool:
+        raise TypeError(f"keep_mask must be a boolean array, got dtype {keep_mask.dtype}")
+    if tuple(keep_mask.shape) != want:
+        raise ValueError(
+            f"keep_mask must have the shape of logits {shape} without the class axis "
+            f"{class_axis}, i.e. {want}, got {tuple(keep_mask.shape)}"
+        )
+
+
+def check_hard_label_values(
+    xp: Any, label: Any, num_classes: int, ignore_index: int | None, keep: Any
+) -> None:
+    """Raise when a used pixel holds a class id outside [0, num_classes)."""
+    bad = (label < 0) | (label >= num_classes)
+    if ignore_index is not None:
+        bad = bad & (label != ignore_index)
+    if keep is not None:
+        bad = bad & keep
+    if eager_any(xp, bad):
+        raise ValueError(
+            f"label holds class ids outside [0, {num_classes}) that are not "
+            f"ignore_index={ignore_index!r} (label min {int(xp.min(label))}, max "
+            f"{int(xp.max(label))}); pass ignore_index or keep_mask to drop those pixels"
+        )
+
+
+def check_soft_label_values(xp: Any, label: Any) -> None:
+    if eager_any(xp, (label < 0) | (label > 1)):
+        raise ValueError(
+            f"a soft label must hold probabilities in [0, 1], got values in "
+            f"[{float(xp.min(label))}, {float(xp.max(label))}]"
+        )
+
+
+def class_weights_array(xp: Any, class_weights: Any, num_classes: int, dtype: Any, dev: Any):
+    """``class_weights`` as an array of shape (C,), or None."""
+    if class_weights is None:
+        return None
+    weights = xp.asarray(class_weights, dtype=dtype, device=dev)
+    if tuple(weights.shape) != (num_classes,):
+        raise ValueError(
+            f"class_weights must have one weight per class, shape ({num_classes},), "
+            f"got shape {tuple(weights.shape)}"
+        )
+    if eager_any(xp, ~(xp.isfinite(weights) & (weights >= 0))):
+        raise ValueError("class_weights must be finite and non-negative")
+    return weights
