@@ -121,7 +121,9 @@ def check_soft_label_values(xp: Any, label: Any) -> None:
         )
 
 
-def class_weights_array(xp: Any, class_weights: Any, num_classes: int, dtype: Any, dev: Any):
+def class_weights_array(
+    xp: Any, class_weights: Any, num_classes: int, dtype: Any, dev: Any
+):
     """``class_weights`` as an array of shape (C,), or None."""
     if class_weights is None:
         return None

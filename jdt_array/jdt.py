@@ -87,7 +87,8 @@ def jdt_loss(
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
 ) -> Array:
-    r"""The JDT (Jaccard, Dice, Tversky) loss of softmax(logits) against a hard or soft label.
+    r"""The JDT (Jaccard, Dice, Tversky) loss of softmax(logits) against a hard or soft
+    label.
 
     For each image b and class c, with x the probabilities and y the label over the
     kept pixels, the cardinalities are :math:`|v| = \sum_i |v_i|^p` (p = ``norm``) and
@@ -226,7 +227,11 @@ def jdt_statistics(
 
 
 def loss_from_statistics(
-    stats: Statistics, options: JDTOptions, *, hard: bool, class_weights: Array | None = None
+    stats: Statistics,
+    options: JDTOptions,
+    *,
+    hard: bool,
+    class_weights: Array | None = None,
 ) -> Array:
     """The JDT loss from (B, C) statistics; ``class_weights`` an array of shape (C,)."""
     xp = namespace_of(prob_card=stats.prob_card)

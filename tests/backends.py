@@ -2,34 +2,39 @@
 
 A test asks for the ``backend`` fixture (see conftest.py) and builds its inputs with
 ``backend.asarray(numpy_array)``; ``backend.call(fn, *arrays, **options)`` runs a
-function eagerly, or under ``jax.jit`` for the jitted JAX backend.
+function eagerly, or under ``jax.jit`` for the jitted JAX backends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
-
-def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+from jdt_array.backends.arrays import ArrayLibrary
 
 
 @dataclass
 class Backend:
     name: str
-    module: str  # the library, for skipping when it is not installed
+    library: ArrayLibrary
     float_dtype: str = "float64"
-    device: str = "cpu"
     jit: bool = False
     strict_flags: dict = field(default_factory=dict)
     xp: Any = None
+
+    @property
+    def module(self) -> str:
+        return self.library.module
+
+    @property
+    def device(self) -> str:
+        return self.library.device
 
     @property
     def rtol(self) -> float:
@@ -40,11 +45,11 @@ class Backend:
         return 1e-12 if self.float_dtype == "float64" else 2e-6
 
     def setup(self) -> None:
-        """Import the library; skip when it (or the device) is missing."""
-        if not installed(self.module):
+        """Import the library; skip when it (or its GPU) is missing on this machine."""
+        if not self.library.installed():
             pytest.skip(f"{self.module} is not installed")
-        if self.device == "cuda" and not _cuda_available(self.module):
-            pytest.skip(f"no CUDA device for {self.module}")
+        if not self.library.available():
+            pytest.skip(f"no {self.library.device} device for {self.module}")
         from array_api_compat import array_namespace
 
         self.xp = array_namespace(self.asarray(np.zeros(1)))
@@ -58,19 +63,10 @@ class Backend:
 
     def asarray(self, a: Any) -> Any:
         """A NumPy array (or scalar) on this backend; floating data in its float dtype."""
-        a = np.asarray(a)
-        if a.dtype.kind == "f":
-            a = a.astype(self.float_dtype)
-        return _CONVERTERS[self.module](a, self.device)
+        return self.library.from_numpy(a, self.float_dtype)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        if self.module == "torch":
-            return x.detach().cpu().numpy()
-        if self.module == "cupy":
-            return x.get()
-        if self.module == "array_api_strict":
-            return np.asarray(x._array)
-        return np.asarray(x)
+        return self.library.to_numpy(x)
 
     def call(self, fn: Callable, *arrays: Any, **options: Any) -> Any:
         if self.jit:
@@ -80,72 +76,20 @@ class Backend:
         return fn(*arrays, **options)
 
 
-def _torch(a, device):
-    import torch
-
-    return torch.asarray(a.copy(), device=device)
-
-
-def _jax(a, device):
-    import jax
-    import jax.numpy as jnp
-
-    return jax.device_put(jnp.asarray(a), jax.devices("gpu" if device == "cuda" else "cpu")[0])
-
-
-def _cupy(a, device):
-    import cupy
-
-    return cupy.asarray(a)
-
-
-def _strict(a, device):
-    import array_api_strict
-
-    return array_api_strict.asarray(a)
-
-
-_CONVERTERS = {
-    "numpy": lambda a, device: a,
-    "array_api_strict": _strict,
-    "torch": _torch,
-    "jax": _jax,
-    "cupy": _cupy,
-}
-
-
-def _cuda_available(module: str) -> bool:
-    try:
-        if module == "torch":
-            import torch
-
-            return torch.cuda.is_available()
-        if module == "jax":
-            import jax
-
-            return bool(jax.devices("gpu"))
-        if module == "cupy":
-            import cupy
-
-            return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # a library without a GPU build raises its own error types
-        return False
-    return False
-
-
+_CPU = ArrayLibrary
 BACKENDS = [
-    Backend("numpy", "numpy"),
-    Backend("array_api_strict", "array_api_strict"),
+    Backend("numpy", _CPU("numpy")),
+    Backend("array_api_strict", _CPU("array_api_strict")),
     Backend(
         "array_api_strict-nodynamic",
-        "array_api_strict",
+        _CPU("array_api_strict"),
         strict_flags={"boolean_indexing": False, "data_dependent_shapes": False},
     ),
-    Backend("torch-float32", "torch", float_dtype="float32"),
-    Backend("torch-float64", "torch"),
-    Backend("jax", "jax"),
-    Backend("jax-jit", "jax", jit=True),
-    Backend("torch-cuda", "torch", float_dtype="float32", device="cuda"),
-    Backend("jax-cuda-jit", "jax", device="cuda", jit=True),
-    Backend("cupy", "cupy", device="cuda"),
+    Backend("torch-float32", _CPU("torch"), float_dtype="float32"),
+    Backend("torch-float64", _CPU("torch")),
+    Backend("jax", _CPU("jax")),
+    Backend("jax-jit", _CPU("jax"), jit=True),
+    Backend("torch-cuda", ArrayLibrary("torch", "cuda"), float_dtype="float32"),
+    Backend("jax-cuda-jit", ArrayLibrary("jax", "cuda"), jit=True),
+    Backend("cupy", ArrayLibrary("cupy", "cuda")),
 ]

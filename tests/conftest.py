@@ -3,9 +3,8 @@ import os
 # The float64 reference comparisons need JAX in double precision; set before any import.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 
-import pytest  # noqa: E402
-
-from backends import BACKENDS  # noqa: E402
+import pytest
+from backends import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
