@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace, device, is_jax_array
+from array_api_compat import array_namespace, device
 
 __all__ = [
     "array_namespace",
@@ -55,13 +55,13 @@ def namespace_of(**arrays: Any) -> Any:
 
 
 def is_traced(x: Any) -> bool:
-    """True for an abstract value under tracing (e.g. inside ``jax.jit``).
+    """True for an abstract value under tracing (``jax.jit``, ``torch.compile``).
 
     Traced values have no contents to read, so value checks are skipped for them.
-    JAX marks its tracers with a ``Tracer`` base class; checking the class name keeps
-    this module free of framework imports.
     """
-    return is_jax_array(x) and any(k.__name__ == "Tracer" for k in type(x).__mro__)
+    from .backends.arrays import is_tracing
+
+    return is_tracing(x)
 
 
 def eager_any(xp: Any, condition: Any) -> bool:

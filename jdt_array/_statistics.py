@@ -53,29 +53,20 @@ def hard_statistics(
     |x - y|^p is (1 - x)^p there and x^p elsewhere. For p = 1 that gives
     |x - y| = |x| + |y| - 2 * sum over the pixels labelled c of x.
     """
-    num_classes = prob.shape[class_axis]
     axes = _spatial_axes(prob.ndim, class_axis)
-    shape = [1] * prob.ndim
-    shape[class_axis] = num_classes
-    classes = xp.reshape(
-        xp.arange(num_classes, dtype=label.dtype, device=device(prob)), tuple(shape)
-    )
-    is_class = xp.expand_dims(label, axis=class_axis) == classes
+    is_class = class_mask(xp, label, keep, class_axis, prob.shape[class_axis])
     kept = None if keep is None else xp.expand_dims(keep, axis=class_axis)
-    if kept is not None:
-        is_class = is_class & kept
 
     dtype = prob.dtype
     label_card = xp.astype(xp.count_nonzero(is_class, axis=axes), dtype)
     x_p = _power(xp, prob, norm)
-    prob_card = xp.sum(x_p if kept is None else xp.where(kept, x_p, 0.0), axis=axes)
+    x_p = x_p if kept is None else xp.where(kept, x_p, 0.0)
+    prob_card = xp.sum(x_p, axis=axes)
     if norm == 1:
         overlap = xp.sum(xp.where(is_class, prob, 0.0), axis=axes)
         diff_card = prob_card + label_card - 2 * overlap
     else:
-        outside = x_p if kept is None else xp.where(kept, x_p, 0.0)
-        diff = xp.where(is_class, (1 - prob) ** norm, outside)
-        diff_card = xp.sum(diff, axis=axes)
+        diff_card = xp.sum(xp.where(is_class, (1 - prob) ** norm, x_p), axis=axes)
     label_max = xp.astype(label_card > 0, dtype)
     return Statistics(prob_card, label_card, diff_card, label_max)
 
@@ -97,6 +88,15 @@ def soft_statistics(
         diff_card=xp.sum(_power(xp, xp.abs(x - y), norm), axis=axes),
         label_max=xp.max(y, axis=axes) if axes else y,
     )
+
+
+def class_mask(xp: Any, label: Any, keep: Any, class_axis: int, num_classes: int) -> Any:
+    """Boolean one-hot of ``label`` along ``class_axis``, False where not kept."""
+    shape = [1] * (label.ndim + 1)
+    shape[class_axis] = num_classes
+    classes = xp.arange(num_classes, dtype=label.dtype, device=device(label))
+    is_class = xp.expand_dims(label, axis=class_axis) == xp.reshape(classes, tuple(shape))
+    return is_class if keep is None else is_class & xp.expand_dims(keep, axis=class_axis)
 
 
 def _spatial_axes(ndim: int, class_axis: int) -> tuple[int, ...]:

@@ -14,10 +14,11 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _validation as check
 from ._namespace import compute_dtype, device, namespace_of
+from ._reduction import levels, loss_from_levels
 from ._statistics import Statistics, hard_statistics, soft_statistics, softmax
 
 __all__ = [
@@ -155,15 +156,13 @@ def jdt_loss(
         active_classes_mode_hard=active_classes_mode_hard,
         active_classes_mode_soft=active_classes_mode_soft, class_agnostic=class_agnostic,
     )  # fmt: skip
-    stats, hard = jdt_statistics(
-        logits, label, keep_mask=keep_mask, class_axis=class_axis, norm=norm,
-        ignore_index=ignore_index,
-    )  # fmt: skip
-    xp = namespace_of(logits=logits)
+    inputs = prepare(logits, label, keep_mask, class_axis, norm, ignore_index)
     weights = check.class_weights_array(
-        xp, class_weights, stats.prob_card.shape[1], stats.prob_card.dtype, device(logits)
-    )
-    return loss_from_statistics(stats, options, hard=hard, class_weights=weights)
+        inputs.xp, class_weights, inputs.prob.shape[inputs.class_axis], inputs.prob.dtype,
+        device(logits),
+    )  # fmt: skip
+    stats = inputs.statistics()
+    return loss_from_statistics(stats, options, hard=inputs.hard, class_weights=weights)
 
 
 def jaccard_loss(logits: Array, label: Array, **options: Any) -> Array:
@@ -205,6 +204,28 @@ def jdt_statistics(
     Statistics of several batches (or devices) add up to those of their union, which
     is the hook for losses over batches larger than one call sees.
     """
+    inputs = prepare(logits, label, keep_mask, class_axis, norm, ignore_index)
+    return inputs.statistics(), inputs.hard
+
+
+class Prepared(NamedTuple):
+    """Checked inputs of a JDT loss, with the probabilities computed."""
+
+    xp: Any
+    prob: Array  # softmax(logits) in the accumulation dtype
+    label: Array
+    keep: Array | None  # keep_mask and the pixels that are not ignore_index
+    class_axis: int  # non-negative
+    norm: float
+    hard: bool
+
+    def statistics(self) -> Statistics:
+        make = hard_statistics if self.hard else soft_statistics
+        return make(self.xp, self.prob, self.label, self.keep, self.class_axis, self.norm)
+
+
+def prepare(logits, label, keep_mask, class_axis, norm, ignore_index) -> Prepared:
+    """Check the inputs of a JDT loss and compute the probabilities."""
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     check.check_logits(xp, logits)
     axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
@@ -214,16 +235,18 @@ def jdt_statistics(
     if keep_mask is not None:
         check.check_keep_mask(xp, keep_mask, logits, axis)
 
-    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
-    if not hard:
-        check.check_soft_label_values(xp, label)
-        return soft_statistics(xp, prob, label, keep_mask, axis, norm), False
     keep = keep_mask
-    if ignore_index is not None:
-        kept = label != ignore_index
-        keep = kept if keep is None else keep & kept
-    check.check_hard_label_values(xp, label, prob.shape[axis], ignore_index, keep_mask)
-    return hard_statistics(xp, prob, label, keep, axis, norm), True
+    if hard:
+        check.check_hard_label_values(
+            xp, label, logits.shape[axis], ignore_index, keep_mask
+        )
+        if ignore_index is not None:
+            kept = label != ignore_index
+            keep = kept if keep is None else keep & kept
+    else:
+        check.check_soft_label_values(xp, label)
+    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+    return Prepared(xp, prob, label, keep, axis, norm, hard)
 
 
 def loss_from_statistics(
@@ -235,59 +258,5 @@ def loss_from_statistics(
 ) -> Array:
     """The JDT loss from (B, C) statistics; ``class_weights`` an array of shape (C,)."""
     xp = namespace_of(prob_card=stats.prob_card)
-    mode = options.active_classes_mode_hard if hard else options.active_classes_mode_soft
-    present = stats.label_max > options.threshold
-    tp, fp, fn = stats.tp_fp_fn()
-    if options.class_agnostic:
-        tp, fp, fn = (_pool_classes(xp, v, class_weights) for v in (tp, fp, fn))
-        present = xp.any(present, axis=1, keepdims=True)
-        class_weights = None
-
-    terms = []
-    if options.mIoUD > 0:
-        totals = [xp.sum(v, axis=0) for v in (tp, fp, fn)]
-        active = _all_like(xp, totals[0]) if mode == "ALL" else xp.any(present, axis=0)
-        losses = _class_losses(xp, *totals, active, options, class_weights)
-        terms.append(options.mIoUD * _masked_mean(xp, losses, active))
-    if options.mIoUI > 0 or options.mIoUC > 0:
-        active = _all_like(xp, tp) if mode == "ALL" else present
-        losses = _class_losses(xp, tp, fp, fn, active, options, class_weights)
-        for weight, axis in ((options.mIoUI, 1), (options.mIoUC, 0)):
-            if weight > 0:
-                per_group = _masked_mean(xp, losses, active, axis=axis)
-                has_active = xp.any(active, axis=axis)
-                terms.append(weight * _masked_mean(xp, per_group, has_active))
-    # NumPy turns 0-d results of arithmetic into scalars; hand back a 0-d array.
-    return xp.asarray(sum(terms[1:], terms[0]))
-
-
-def _class_losses(xp, tp, fp, fn, active, options: JDTOptions, class_weights):
-    """Per-class losses, exactly 0 (with a zero gradient) where a class is inactive."""
-    den = tp + options.alpha * fp + options.beta * fn + options.smooth
-    ok = active & (den > 0)
-    # The double where keeps 0 / 0 out of both the value and the gradient.
-    tversky = xp.where(ok, (tp + options.smooth) / xp.where(ok, den, 1.0), 1.0)
-    losses = -xp.log(tversky) if options.log_loss else 1.0 - tversky
-    if options.gamma != 1:
-        # Rounding can leave 1 - T a hair below zero, where a fractional power is NaN.
-        losses = xp.where(losses > 0, losses, 0.0) ** options.gamma
-    if class_weights is not None:
-        losses = losses * class_weights
-    return losses
-
-
-def _masked_mean(xp, values, mask, axis=None):
-    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
-    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
-    has = count > 0
-    return xp.where(has, total / xp.where(has, count, 1.0), 0.0)
-
-
-def _pool_classes(xp, values, class_weights):
-    if class_weights is not None:
-        values = values * class_weights
-    return xp.sum(values, axis=1, keepdims=True)
-
-
-def _all_like(xp, values):
-    return xp.ones(values.shape, dtype=xp.bool, device=device(values))
+    parts = levels(stats, options, hard, class_weights)
+    return loss_from_levels(xp, parts, options, class_weights)

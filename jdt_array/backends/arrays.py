@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +191,18 @@ LIBRARIES = (
     ArrayLibrary("jax", "cuda"),
     ArrayLibrary("cupy", "cuda"),
 )
+
+
+def is_tracing(x: Any) -> bool:
+    """True while ``x`` is an abstract value of a tracing compiler, whose contents
+    cannot be read: a JAX tracer, or any tensor while ``torch.compile`` traces."""
+    module = type(x).__module__.split(".")[0]
+    if module in ("jax", "jaxlib"):
+        return any(k.__name__ == "Tracer" for k in type(x).__mro__)
+    if module == "torch":
+        # torch is imported if x is a tensor; dynamo cannot trace importlib calls.
+        return sys.modules["torch"].compiler.is_compiling()
+    return False
 
 
 def available_libraries() -> list[ArrayLibrary]:

@@ -1,0 +1,68 @@
+"""One gradient entry point for every loss, on every array library."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from array_api_compat import is_jax_array, is_torch_array
+
+from ._namespace import namespace_of
+from .jdt import dice_loss, jaccard_loss, jdt_loss, tversky_loss
+from .jdt_grad import jdt_value_and_grad
+
+Array = Any
+
+# Losses whose gradient is also derived by hand, for libraries without autodiff.
+HAND_GRADIENTS: dict[Callable, Callable] = {
+    jdt_loss: jdt_value_and_grad,
+    jaccard_loss: functools.partial(jdt_value_and_grad, alpha=1.0, beta=1.0),
+    dice_loss: functools.partial(jdt_value_and_grad, alpha=0.5, beta=0.5),
+    tversky_loss: jdt_value_and_grad,
+}
+
+
+def value_and_grad(
+    loss_fn: Callable, logits: Array, label: Array, **options: Any
+) -> tuple[Array, Array]:
+    """``(loss_fn(logits, label, **options), d loss / d logits)`` on any array library.
+
+    PyTorch uses autograd and JAX ``jax.value_and_grad`` (so this also works inside
+    ``jax.jit``); NumPy, CuPy and array-api-strict use the gradient derived by hand for
+    the package's losses. ``loss_fn`` is a loss of this package, or a
+    ``functools.partial`` of one with keyword options.
+
+    Returns:
+        ``(loss, grad)``: a 0-d array and an array shaped and typed like ``logits``.
+    """
+    xp = namespace_of(logits=logits, label=label)
+    if not xp.isdtype(logits.dtype, "real floating"):
+        raise TypeError(
+            f"value_and_grad differentiates with respect to logits, which must be a "
+            f"floating array; got dtype {logits.dtype}"
+        )
+    if is_torch_array(logits):
+        from .backends import torch as adapter
+    elif is_jax_array(logits):
+        from .backends import jax as adapter
+    else:
+        return hand_gradient(loss_fn)(logits, label, **options)
+    return adapter.value_and_grad(loss_fn, logits, label, **options)
+
+
+def hand_gradient(loss_fn: Callable) -> Callable:
+    """The hand-derived ``value_and_grad`` of ``loss_fn`` (partials unwrapped)."""
+    keywords: dict = {}
+    while isinstance(loss_fn, functools.partial) and not loss_fn.args:
+        keywords = {**loss_fn.keywords, **keywords}
+        loss_fn = loss_fn.func
+    found = HAND_GRADIENTS.get(loss_fn)
+    if found is None:
+        name = getattr(loss_fn, "__name__", repr(loss_fn))
+        known = ", ".join(sorted(f.__name__ for f in HAND_GRADIENTS))
+        raise TypeError(
+            f"{name} has no hand-derived gradient (known: {known}); for other functions "
+            f"use a library with autodiff (PyTorch or JAX)"
+        )
+    return functools.partial(found, **keywords) if keywords else found
