@@ -4,6 +4,7 @@ The loss math is written once against the Python array API standard and runs on
 NumPy, PyTorch, JAX, CuPy and array-api-strict arrays, on CPU or GPU.
 """
 
+from . import metrics
 from .grad import value_and_grad
 from .jdt import dice_loss, jaccard_loss, jdt_loss, tversky_loss
 
@@ -14,6 +15,7 @@ __all__ = [
     "dice_loss",
     "jaccard_loss",
     "jdt_loss",
+    "metrics",
     "tversky_loss",
     "value_and_grad",
 ]

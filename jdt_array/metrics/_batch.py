@@ -1,0 +1,314 @@
+"""What one batch contributes to the fine-grained metrics, computed on the batch's device.
+
+Everything here is plain array-API code without value-dependent Python branches, so
+:func:`batch_statistics` runs eagerly on any backend and under ``jax.jit``. Its result
+holds integer pixel counts per (image, class) and, for calibration, per-bin gaps per
+image; per-image fields concatenate across batches and the per-class calibration gaps
+add up, which is all :class:`~jdt_array.metrics.FineGrainedMetrics` needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .. import _validation as check
+from .._namespace import compute_dtype, device, namespace_of
+
+__all__ = ["BatchStatistics", "MetricOptions", "batch_statistics"]
+
+Array = Any
+
+
+class BatchStatistics(NamedTuple):
+    """Pixel counts of one batch; B images, C classes, K confidence bins.
+
+    Per-image fields (leading axis B) concatenate across batches; ``sce_gap`` adds up.
+    A pixel counts only where its label is kept (not ``ignore_index``) and a class id.
+    """
+
+    intersection: Array  # (B, C) pixels predicted c and labelled c
+    pred_count: Array  # (B, C) pixels predicted c
+    label_count: Array  # (B, C) pixels labelled c
+    bad_label: Array  # (B,) kept pixels whose label is no class id
+    bad_prediction: Array  # (B,) pixels with no valid prediction (see batch_statistics)
+    ece_gap: Array | None = None  # (B, K) per bin of max-confidence: #correct - sum conf
+    sce_image: Array | None = None  # (B,) static calibration error of each image, in [0, 1]
+    sce_gap: Array | None = None  # (C', K) per class and bin, summed over the batch
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """The checked options that decide what :func:`batch_statistics` counts."""
+
+    num_classes: int
+    ignore_index: int | None = None
+    binary: bool = False
+    num_bins: int = 10
+    calibration: bool = False
+
+    def __post_init__(self) -> None:
+        _check_int("num_classes", self.num_classes, low=1)
+        _check_int("num_bins", self.num_bins, low=1)
+        check.check_ignore_index(self.ignore_index)
+        for name in ("binary", "calibration"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.binary and self.num_classes != 2:
+            raise ValueError(
+                "binary=True scores the foreground class 1 of a two-class problem; "
+                f"it needs num_classes=2, got num_classes={self.num_classes}"
+            )
+
+    @property
+    def calibration_classes(self) -> int:
+        """C', the classes of the static calibration error: foreground only if binary."""
+        return 1 if self.binary else self.num_classes
+
+
+def _check_int(name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def batch_statistics(
+    prob_or_pred: Array,
+    label: Array,
+    *,
+    num_classes: int,
+    ignore_index: int | None = None,
+    binary: bool = False,
+    num_bins: int = 10,
+    calibration: bool = False,
+    class_axis: int = 1,
+) -> BatchStatistics:
+    """Per-image pixel counts of a batch; a pure function that also runs under ``jax.jit``.
+
+    The prediction of a pixel is the argmax over the class axis of ``prob_or_pred``
+    (the first of tied classes), or ``prob_or_pred`` itself for an integer array. For
+    each image b and class c it counts, over kept pixels, |pred = c|, |label = c| and
+    |pred = c and label = c|, using comparisons with ``arange(C)`` instead of one-hot
+    arrays. Nothing is read back to the host: out-of-range labels are counted in
+    ``bad_label`` and out-of-range integer predictions (or, with calibration,
+    probabilities outside [0, 1]) in ``bad_prediction``, to be reported by the caller.
+
+    Calibration (Wang et al., NeurIPS 2023, following Guo et al. 2017 and Nixon et al.
+    2019) sorts confidences into ``num_bins`` equal-width bins [k/K, (k+1)/K), the last
+    one closed. With n pixels in an image, the expected calibration error is
+    ``sum_k |#correct_k - sum conf_k| / n`` for the max-probability confidence and
+    argmax correctness; the static calibration error does the same per class c with
+    confidence p_c and "correct" meaning label = prediction = c, averaged over the
+    classes in the image's label (the foreground class only if ``binary``).
+
+    Args:
+        prob_or_pred: probabilities or scores (B, C, *spatial) with ``class_axis=1``, or
+            (B, *spatial, C) with ``class_axis=-1``; or integer predictions (B, *spatial).
+            Only the argmax of scores is used unless ``calibration`` is on, which needs
+            probabilities (e.g. a softmax).
+        label: integer class ids (B, *spatial); ``ignore_index`` marks dropped pixels.
+        num_classes: C; class ids are 0 .. C - 1.
+        ignore_index: label value whose pixels are dropped, or None.
+        binary: two classes, only the foreground class 1 is scored.
+        num_bins: K, the number of confidence bins.
+        calibration: also collect the calibration fields (needs probabilities).
+        class_axis: the class axis of probabilities.
+
+    Returns:
+        A :class:`BatchStatistics` in the namespace and on the device of the inputs;
+        counts in the default integer dtype, gaps in float32 (float64 for float64 input).
+
+    Raises:
+        TypeError: mixed array libraries, a non-integer label, integer predictions with
+            ``calibration``, an option of the wrong type.
+        ValueError: shapes that do not fit, a class axis with another number of classes
+            than ``num_classes``, options out of range, different devices.
+    """
+    options = MetricOptions(num_classes, ignore_index, binary, num_bins, calibration)
+    xp = namespace_of(prob_or_pred=prob_or_pred, label=label)
+    axis = _check_inputs(xp, prob_or_pred, label, options, class_axis)
+    shape = tuple(label.shape)
+    flat = (shape[0], math.prod(shape[1:]))
+    C = num_classes
+    lab, counted, bad_label = _label_ids(xp, xp.reshape(label, flat), options)
+    if axis is None:
+        pred = _widen(xp, xp.reshape(prob_or_pred, flat))
+        pred_ok = _is_class_id(xp, pred, C)
+        bad_prediction = _count(xp, counted & ~pred_ok, 1)
+        used = counted & pred_ok
+    else:
+        pred = xp.reshape(xp.argmax(prob_or_pred, axis=axis), flat)
+        bad_prediction = xp.zeros_like(bad_label)
+        used = counted
+    prd = xp.astype(xp.where(used, pred, C), xp.int32)
+
+    classes = _class_ids(xp, 0, C, device(lab))
+    hit = xp.where(prd == lab, lab, C)  # the class of correctly predicted pixels, else C
+    stats = BatchStatistics(
+        intersection=_count(xp, _one_hot(xp, hit, classes), 2),
+        pred_count=_count(xp, _one_hot(xp, prd, classes), 2),
+        label_count=_count(xp, _one_hot(xp, lab, classes), 2),
+        bad_label=bad_label,
+        bad_prediction=bad_prediction,
+    )
+    if not calibration:
+        return stats
+    return _with_calibration(
+        xp, stats, prob_or_pred, axis, flat, lab, hit, counted, options
+    )
+
+
+def _check_inputs(
+    xp, prob_or_pred, label, options: MetricOptions, class_axis
+) -> int | None:
+    """Check dtypes and shapes; the class axis of probabilities, or None for predictions."""
+    if not xp.isdtype(label.dtype, "integral"):
+        raise TypeError(f"label must be an integer array of class ids, got {label.dtype}")
+    if label.ndim < 1:
+        raise ValueError(f"label must have shape (B, ...), got shape {tuple(label.shape)}")
+    shape = tuple(prob_or_pred.shape)
+    if xp.isdtype(prob_or_pred.dtype, "integral"):
+        if options.calibration:
+            raise TypeError(
+                "calibration=True needs probabilities (B, C, ...), got integer "
+                f"predictions with shape {shape}"
+            )
+        if shape != tuple(label.shape):
+            raise ValueError(
+                f"integer predictions must have the shape of label {tuple(label.shape)}, "
+                f"got prob_or_pred with shape {shape}"
+            )
+        return None
+    if not xp.isdtype(prob_or_pred.dtype, "real floating"):
+        raise TypeError(
+            "prob_or_pred must hold floating probabilities or integer predictions, got "
+            f"dtype {prob_or_pred.dtype}"
+        )
+    axis = _class_axis(class_axis, shape)
+    if shape[axis] != options.num_classes:
+        raise ValueError(
+            f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
+            f"class_axis={class_axis}, but num_classes={options.num_classes}"
+        )
+    want = shape[:axis] + shape[axis + 1 :]
+    if tuple(label.shape) != want:
+        raise ValueError(
+            f"label must have the shape of prob_or_pred {shape} without the class axis "
+            f"{axis}, i.e. {want}, got {tuple(label.shape)}"
+        )
+    return axis
+
+
+def _class_axis(class_axis: Any, shape: tuple) -> int:
+    if isinstance(class_axis, bool) or not isinstance(class_axis, int):
+        raise TypeError(f"class_axis must be an int, got {class_axis!r}")
+    axis = class_axis + len(shape) if class_axis < 0 else class_axis
+    if not 1 <= axis < len(shape):
+        raise ValueError(
+            f"class_axis={class_axis} is not a non-batch axis of prob_or_pred with shape "
+            f"{shape}; use 1 for (B, C, ...) or -1 for (B, ..., C)"
+        )
+    return axis
+
+
+def _widen(xp, ids: Array) -> Array:
+    """Narrow integer dtypes widened (exactly) to int32, so C and ignore_index fit."""
+    return xp.astype(ids, xp.int32) if xp.iinfo(ids.dtype).bits <= 16 else ids
+
+
+def _is_class_id(xp, ids: Array, num_classes: int) -> Array:
+    ok = ids < num_classes
+    return ok & (ids >= 0) if xp.iinfo(ids.dtype).min < 0 else ok
+
+
+def _label_ids(xp, label: Array, options: MetricOptions):
+    """Label as int32 ids with C for uncounted pixels, the counted mask, bad counts (B,)."""
+    label = _widen(xp, label)
+    info = xp.iinfo(label.dtype)
+    kept = None
+    ignore = options.ignore_index
+    # An ignore_index the dtype cannot hold matches no pixel (and must not overflow).
+    if ignore is not None and info.min <= ignore <= info.max:
+        kept = label != ignore
+    valid = _is_class_id(xp, label, options.num_classes)
+    counted = valid if kept is None else valid & kept
+    bad = ~valid if kept is None else ~valid & kept
+    ids = xp.astype(xp.where(counted, label, options.num_classes), xp.int32)
+    return ids, counted, _count(xp, bad, 1)
+
+
+def _class_ids(xp, start: int, stop: int, dev) -> Array:
+    """Class ids start .. stop - 1 shaped (1, C', 1), to broadcast against (B, 1, N)."""
+    return xp.reshape(xp.arange(start, stop, dtype=xp.int32, device=dev), (1, -1, 1))
+
+
+def _one_hot(xp, ids: Array, classes: Array) -> Array:
+    """(B, C', N) booleans ids == class, by broadcasting (never a float one-hot array)."""
+    return xp.expand_dims(ids, axis=1) == classes
+
+
+def _count(xp, mask: Array, axis: int) -> Array:
+    return xp.count_nonzero(mask, axis=axis)
+
+
+def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
+    """``stats`` with the calibration fields of probabilities ``prob``."""
+    dtype = compute_dtype(xp, prob.dtype)
+    B, N = flat
+    C = options.num_classes
+    perm = (0, axis, *(a for a in range(1, prob.ndim) if a != axis))
+    p = xp.reshape(xp.permute_dims(prob, perm), (B, C, N))
+    p = p if p.dtype == dtype else xp.astype(p, dtype)
+    outside = xp.any((p < 0) | (p > 1), axis=1) & counted
+    bad_prediction = stats.bad_prediction + _count(xp, outside, 1)
+
+    conf = xp.max(p, axis=1)
+    ece_gap = _binned_gaps(xp, conf, hit < C, counted, options.num_bins)
+
+    if options.binary:
+        p, classes = p[:, 1:2, :], _class_ids(xp, 1, 2, device(lab))
+    else:
+        classes = _class_ids(xp, 0, C, device(lab))
+    class_gaps = _binned_gaps(
+        xp, p, _one_hot(xp, hit, classes), xp.expand_dims(counted, axis=1), options.num_bins
+    )
+    pixels = xp.astype(xp.sum(stats.label_count, axis=1), dtype)
+    has_pixels = xp.expand_dims(pixels > 0, axis=1)
+    per_class = xp.sum(xp.abs(class_gaps), axis=2) / xp.where(
+        has_pixels, xp.expand_dims(pixels, axis=1), 1.0
+    )
+    if options.binary:
+        sce_image = per_class[:, 0]
+    else:
+        sce_image = _masked_mean(xp, per_class, stats.label_count > 0, axis=1)
+    return stats._replace(
+        bad_prediction=bad_prediction,
+        ece_gap=ece_gap,
+        sce_image=sce_image,
+        sce_gap=xp.sum(class_gaps, axis=0),
+    )
+
+
+def _binned_gaps(xp, conf: Array, correct: Array, counted: Array, num_bins: int) -> Array:
+    """Per bin of ``conf`` over the last axis: #correct - sum of conf, counted pixels only.
+
+    Bin k holds k/K <= conf < (k+1)/K (the last bin also conf = 1). The loop runs over
+    the K bins, never over images or classes.
+    """
+    gap = xp.where(counted, xp.astype(correct, conf.dtype) - conf, 0.0)
+    index_dtype = xp.int16 if num_bins < 2**15 else xp.int32
+    index = xp.zeros(conf.shape, dtype=index_dtype, device=device(conf))
+    for k in range(1, num_bins):
+        index = index + xp.astype(conf >= k / num_bins, index_dtype)
+    gaps = [xp.sum(xp.where(index == k, gap, 0.0), axis=-1) for k in range(num_bins)]
+    return xp.stack(gaps, axis=-1)
+
+
+def _masked_mean(xp, values: Array, mask: Array, axis: int) -> Array:
+    """Mean of ``values`` where ``mask``, 0 where nothing is masked (a double where)."""
+    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
+    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
+    has = count > 0
+    return xp.where(has, total / xp.where(has, count, 1.0), 0.0)
