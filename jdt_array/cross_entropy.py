@@ -1,0 +1,218 @@
+"""Pixel-wise cross-entropy (with the focal variant) and the distillation KL divergence.
+
+References:
+    Tsung-Yi Lin, Priya Goyal, Ross Girshick, Kaiming He, Piotr Dollar. Focal Loss for
+    Dense Object Detection. ICCV 2017.
+    Geoffrey Hinton, Oriol Vinyals, Jeff Dean. Distilling the Knowledge in a Neural
+    Network. NeurIPS Deep Learning Workshop 2014.
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+from typing import Any
+
+from . import _validation as check
+from ._namespace import compute_dtype, device, namespace_of
+
+__all__ = ["cross_entropy", "kl_div"]
+
+Array = Any
+
+
+def cross_entropy(
+    logits: Array,
+    label: Array,
+    *,
+    ignore_index: int | None = None,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    gamma: float = 0.0,
+) -> Array:
+    r"""The mean pixel-wise cross-entropy of softmax(logits) against a hard or soft label.
+
+    With :math:`p_c` the softmax probabilities of a pixel and :math:`y_c` its label,
+
+    .. math::
+        \ell = -\sum_c y_c \, (1 - p_c)^\gamma \log p_c,
+
+    averaged over the kept pixels. For a hard label (y one-hot at class t) this is
+    :math:`-(1 - p_t)^\gamma \log p_t`, the cross-entropy for ``gamma = 0`` (the
+    "mean" of ``torch.nn.functional.cross_entropy`` with ``ignore_index``) and the
+    focal loss of Lin et al. (ICCV 2017) for ``gamma > 0``. For a soft label the focal
+    factor weights each class term by its own :math:`(1 - p_c)^\gamma`, which reduces to
+    the hard-label focal loss when the soft label is one-hot.
+
+    Args:
+        logits: (B, C, *spatial) with ``class_axis=1``, or (B, *spatial, C) with
+            ``class_axis=-1``; any number of spatial axes. float16/bfloat16 inputs are
+            accumulated in float32.
+        label: hard label, an integer array (B, *spatial) of class ids; or soft label,
+            a floating array shaped like ``logits`` holding per-class probabilities.
+        ignore_index: hard-label value whose pixels are dropped (soft labels: unused).
+        keep_mask: optional boolean (B, *spatial); False drops a pixel.
+        class_axis: the axis of ``logits`` (and of a soft label) holding the classes.
+        gamma: focal exponent (>= 0); 0 gives the plain cross-entropy.
+
+    Returns:
+        A 0-d array in the namespace and on the device of ``logits``, float64 for
+        float64 logits and float32 otherwise. 0, with a zero gradient, when no pixel
+        is kept.
+
+    Raises:
+        TypeError, ValueError: as :func:`jdt_array.jdt_loss` for the logits, label and
+            mask; ``gamma`` negative or not finite. Label values are not checked for
+            traced arrays (inside ``jax.jit``); there, a kept out-of-range class id
+            counts as a pixel with zero loss.
+    """
+    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
+    check.check_logits(xp, logits)
+    axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
+    ignore_index = check.check_ignore_index(ignore_index)
+    gamma = check.check_real("gamma", gamma, low=0.0)
+    hard = check.label_kind(xp, logits, label, axis)
+    if keep_mask is not None:
+        check.check_keep_mask(xp, keep_mask, logits, axis)
+
+    log_prob = log_softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+    if hard:
+        check.check_hard_label_values(
+            xp, label, logits.shape[axis], ignore_index, keep_mask
+        )
+        is_class = one_hot_mask(xp, label, logits.shape[axis], axis)
+        # Summing the log-probabilities over a one-hot mask picks log p_t without a gather.
+        log_p = xp.sum(xp.where(is_class, log_prob, 0.0), axis=axis)
+        per_pixel = -_focal_factor(xp, log_p, gamma) * log_p
+        keep = kept_pixels(xp, label, ignore_index, keep_mask)
+    else:
+        check.check_soft_label_values(xp, label)
+        y = xp.astype(label, log_prob.dtype)
+        terms = y * _focal_factor(xp, log_prob, gamma) * log_prob
+        per_pixel = -xp.sum(terms, axis=axis)
+        keep = keep_mask
+    return masked_mean(xp, per_pixel, keep)
+
+
+def kl_div(
+    logits: Array,
+    target_prob: Array,
+    *,
+    temperature: float = 1.0,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+) -> Array:
+    r"""Knowledge-distillation loss: :math:`T^2 \, KL(q \,\|\, \mathrm{softmax}(z / T))`.
+
+    With z the student ``logits``, q the teacher distribution ``target_prob`` (e.g. from
+    :func:`jdt_array.soft_labels.teacher_probabilities` with the same temperature) and
+    :math:`p = \mathrm{softmax}(z / T)`, each pixel contributes
+
+    .. math::
+        \sum_c q_c (\log q_c - \log p_c), \qquad 0 \log 0 = 0,
+
+    averaged over the kept pixels and multiplied by :math:`T^2`, which keeps the
+    gradient's scale independent of the temperature (Hinton et al., 2014).
+
+    Args:
+        logits: student logits, (B, C, *spatial) or (B, *spatial, C) (``class_axis``).
+        target_prob: teacher probabilities, a floating array shaped like ``logits``
+            with values in [0, 1].
+        temperature: T > 0.
+        keep_mask: optional boolean (B, *spatial); False drops a pixel.
+        class_axis: the class axis of ``logits`` and ``target_prob``.
+
+    Returns:
+        A 0-d array like :func:`cross_entropy`; 0 with a zero gradient when no pixel is
+        kept.
+
+    Raises:
+        TypeError: ``target_prob`` not floating (a hard label has no distribution to
+            match), mixed libraries, non-boolean ``keep_mask``.
+        ValueError: shapes that do not match, ``temperature`` not > 0, ``target_prob``
+            outside [0, 1] (not checked inside ``jax.jit``).
+    """
+    xp = namespace_of(logits=logits, target_prob=target_prob, keep_mask=keep_mask)
+    check.check_logits(xp, logits)
+    axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
+    temperature = check.check_real("temperature", temperature, low=0.0, strict=True)
+    if not xp.isdtype(target_prob.dtype, "real floating"):
+        raise TypeError(
+            f"target_prob must be a floating array of probabilities shaped like logits, "
+            f"got dtype {target_prob.dtype}; for a hard label use cross_entropy"
+        )
+    check.label_kind(xp, logits, target_prob, axis)
+    check.check_soft_label_values(xp, target_prob)
+    if keep_mask is not None:
+        check.check_keep_mask(xp, keep_mask, logits, axis)
+
+    dtype = compute_dtype(xp, logits.dtype)
+    log_p = log_softmax(xp, logits, axis, dtype, temperature=temperature)
+    q = xp.astype(target_prob, dtype)
+    positive = q > 0
+    # The double where gives 0 log 0 = 0 in the value and a finite gradient.
+    q_log_q = xp.where(positive, q * xp.log(xp.where(positive, q, 1.0)), 0.0)
+    per_pixel = xp.sum(q_log_q - q * log_p, axis=axis)
+    return zero_d(xp, temperature**2 * masked_mean(xp, per_pixel, keep_mask))
+
+
+def log_softmax(xp: Any, logits: Any, axis: int, dtype: Any, *, temperature: float = 1.0):
+    """log softmax(logits / temperature) over ``axis`` in ``dtype``, shifted by the max
+    so that exp never overflows and log never sees 0."""
+    z = logits if logits.dtype == dtype else xp.astype(logits, dtype)
+    if temperature != 1:
+        z = z / temperature
+    shifted = z - xp.max(z, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def one_hot_mask(xp: Any, label: Any, num_classes: int, class_axis: int) -> Any:
+    """Boolean one-hot of an integer ``label``, with the classes inserted at ``class_axis``;
+    out-of-range ids give a pixel of no class."""
+    shape = [1] * (label.ndim + 1)
+    shape[class_axis] = num_classes
+    classes = xp.arange(num_classes, dtype=label.dtype, device=device(label))
+    return xp.expand_dims(label, axis=class_axis) == xp.reshape(classes, tuple(shape))
+
+
+def kept_pixels(xp: Any, label: Any, ignore_index: int | None, keep_mask: Any) -> Any:
+    """The pixels a hard-label loss uses (``keep_mask`` and not ``ignore_index``), or None
+    when all are."""
+    if ignore_index is None:
+        return keep_mask
+    kept = label != ignore_index
+    return kept if keep_mask is None else keep_mask & kept
+
+
+def masked_mean(xp: Any, values: Any, mask: Any, axis: Any = None) -> Any:
+    """Mean of ``values`` where ``mask`` (all if None) over ``axis``; 0 where nothing is.
+
+    The double where keeps 0 / 0 out of both the value and the gradient.
+    """
+    if mask is None:
+        return zero_d(xp, xp.mean(values, axis=axis))
+    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
+    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
+    has = count > 0
+    return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
+
+
+def zero_d(xp: Any, value: Any) -> Any:
+    """``value`` as an array: NumPy turns 0-d results of arithmetic into scalars.
+
+    Arrays pass through untouched (``asarray`` on a PyTorch tensor that requires grad
+    warns), so only Python and NumPy scalars, which are ``Number``s, are wrapped.
+    """
+    return xp.asarray(value) if isinstance(value, Number) else value
+
+
+def _focal_factor(xp: Any, log_p: Any, gamma: float) -> Any:
+    """(1 - p)^gamma from log p; 1 when gamma is 0.
+
+    ``-expm1(log p)`` is 1 - p without cancellation near p = 1; the double where keeps
+    the gradient of a fractional power finite where 1 - p rounds to 0.
+    """
+    if gamma == 0:
+        return 1.0
+    q = -xp.expm1(log_p)
+    positive = q > 0
+    return xp.where(positive, xp.where(positive, q, 1.0) ** gamma, 0.0)
