@@ -1,4 +1,4 @@
-"""``jdt-array`` / ``python -m jdt_array``: the cross-backend consistency report."""
+"""``jdt-array`` / ``python -m jdt_array``: consistency report, demo and benchmarks."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ DTYPES = ("float64", "float32", "float16", "bfloat16")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jdt-array",
-        description="jdt-array: JDT losses on every array library. 'check' (the default) "
-        "runs each loss on shared random inputs on every installed library and device and "
-        "compares it with NumPy float64.",
+        description="jdt-array: Jaccard, Dice and Tversky losses for soft labels on every "
+        "array library. 'check' (the default) compares every installed library and device "
+        "with NumPy float64; 'demo' trains a small network with CE and with CE + JDT and "
+        "compares their fine-grained mIoU; 'bench' runs the benchmark suite.",
     )
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check", help="cross-backend consistency report (default)")
@@ -34,14 +35,35 @@ def _parser() -> argparse.ArgumentParser:
         help="logits shape B C *spatial (default 2 5 16 16)",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    demo = sub.add_parser("demo", help="train with CE and with CE + JDT on synthetic data")
+    demo.add_argument(
+        "--framework", choices=("jax", "torch", "numpy"),
+        help="default: jax if installed, else torch, else numpy",
+    )  # fmt: skip
+    demo.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument(
+        "--plot", default="jdt-array-demo.png",
+        help="PNG of the training curves and predictions ('' for none)",
+    )  # fmt: skip
+
+    sub.add_parser(
+        "bench", add_help=False,
+        help="the benchmark suite (needs a source checkout); 'bench --help' lists options",
+    )  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in ("check", "-h", "--help"):
+    if not argv or argv[0] not in ("check", "demo", "bench", "-h", "--help"):
         argv = ["check", *argv]  # 'check' is the default command
+    if argv[0] == "bench":
+        return _bench(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     if len(args.shape) < 2 or min(args.shape) < 1:
         _parser().error(
             f"--shape needs B C and optional spatial sizes >= 1, got {args.shape}"
@@ -59,6 +81,34 @@ def main(argv: list[str] | None = None) -> int:
     results = run_checks(libraries, args.dtypes, seed=args.seed, shape=args.shape)
     print(json.dumps(as_dicts(results), indent=1) if args.json else format_report(results))
     return 0 if results and all(r.passed for r in results) else 1
+
+
+def _demo(args) -> int:
+    if args.steps < 1:
+        _parser().error(f"--steps must be at least 1, got {args.steps}")
+    from .demo import run_demo
+
+    run_demo(args.framework, steps=args.steps, seed=args.seed, plot=args.plot or None)
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "suite.py").is_file():
+        print(
+            "jdt-array bench: the benchmark suite lives in the source checkout "
+            "(benchmarks/); install the package from a clone with pip install -e .",
+            file=sys.stderr,
+        )
+        return 2
+    sys.path.insert(0, str(root))
+    from benchmarks.suite import main as bench_main
+
+    from .demo import progress_bar
+
+    return bench_main(argv, progress=progress_bar)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,17 @@ in the per-class losses: loss = sum over levels of sum(coef * class_loss). Writi
 reduction with explicit coefficients gives the forward value and, for free, the
 derivative with respect to each class loss (the coefficient), which the hand-derived
 gradient for libraries without autodiff builds on.
+
+Data-parallel training plugs in here: ``reduce``, a function that sums an array over the
+replicas, is applied to every sum or count over the batch (dataset-level tp, fp, fn,
+present-class counts, the image counts behind the image- and class-level means, and the
+image-level terms), so every replica gets the loss of the global batch.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._namespace import device, namespace_of
@@ -26,8 +33,22 @@ class Level(NamedTuple):
     batch_summed: bool  # the dataset level sums the (B, C) statistics over the batch
 
 
-def levels(stats: Statistics, options: Any, hard: bool, class_weights: Any) -> list[Level]:
-    """The levels with non-zero weight, after pooling classes if ``class_agnostic``."""
+Reduce = Callable[[Any], Any]
+
+
+def levels(
+    stats: Statistics,
+    options: Any,
+    hard: bool,
+    class_weights: Any,
+    reduce: Reduce | None = None,
+) -> list[Level]:
+    """The levels with non-zero weight, after pooling classes if ``class_agnostic``.
+
+    With ``reduce``, the dataset-level totals and every count that enters a mean are
+    summed over the replicas, so the levels are those of the global batch; the
+    image-level terms are reduced in :func:`loss_from_levels`.
+    """
     xp = namespace_of(prob_card=stats.prob_card)
     mode = options.active_classes_mode_hard if hard else options.active_classes_mode_soft
     present = stats.label_max > options.threshold
@@ -38,26 +59,34 @@ def levels(stats: Statistics, options: Any, hard: bool, class_weights: Any) -> l
 
     result = []
     if options.mIoUD > 0:
-        totals = [xp.sum(v, axis=0) for v in (tp, fp, fn)]
-        active = _all_like(xp, totals[0]) if mode == "ALL" else xp.any(present, axis=0)
+        sums = [xp.sum(v, axis=0) for v in (tp, fp, fn, xp.astype(present, tp.dtype))]
+        *totals, present_count = sum_over_replicas(xp, reduce, *sums)
+        active = _all_like(xp, totals[0]) if mode == "ALL" else present_count > 0
         coef = options.mIoUD * _mean_weights(xp, active, tp.dtype)
         result.append(Level(*totals, active, coef, batch_summed=True))
     if options.mIoUI > 0 or options.mIoUC > 0:
         active = _all_like(xp, tp) if mode == "ALL" else present
-        coef = 0.0
-        for weight, axis in ((options.mIoUI, 1), (options.mIoUC, 0)):
-            if weight > 0:
-                coef = coef + weight * _nested_mean_weights(xp, active, axis, tp.dtype)
+        coef = _image_and_class_weights(xp, active, options, tp.dtype, reduce)
         result.append(Level(tp, fp, fn, active, coef, batch_summed=False))
     return result
 
 
-def loss_from_levels(xp: Any, parts: list[Level], options: Any, class_weights: Any) -> Any:
+def loss_from_levels(
+    xp: Any,
+    parts: list[Level],
+    options: Any,
+    class_weights: Any,
+    reduce: Reduce | None = None,
+) -> Any:
     weights = None if options.class_agnostic else class_weights
-    total = sum(
-        xp.sum(lv.coef * class_losses(xp, lv.tp, lv.fp, lv.fn, lv.active, options, weights))
-        for lv in parts
-    )
+    total = 0.0
+    for lv in parts:
+        losses = class_losses(xp, lv.tp, lv.fp, lv.fn, lv.active, options, weights)
+        term = xp.sum(lv.coef * losses)
+        if not lv.batch_summed:
+            # A sum over this replica's images: the other replicas hold the rest.
+            (term,) = sum_over_replicas(xp, reduce, term)
+        total = total + term
     # NumPy turns 0-d results of arithmetic into scalars; hand back a 0-d array.
     return xp.reshape(total, ())
 
@@ -131,13 +160,65 @@ def _mean_weights(xp, mask, dtype):
     return m / xp.where(count > 0, count, 1.0)
 
 
-def _nested_mean_weights(xp, mask, axis, dtype):
-    """Coefficients for the mean over ``axis`` within each group, then over groups."""
-    inner = xp.astype(mask, dtype)
-    count = xp.sum(inner, axis=axis, keepdims=True)
-    inner = inner / xp.where(count > 0, count, 1.0)
-    groups = xp.astype(count > 0, dtype)
-    return inner / xp.where(xp.sum(groups) > 0, xp.sum(groups), 1.0)
+def _image_and_class_weights(xp, active, options, dtype, reduce):
+    """Coefficients of the (B, C) class losses in ``mIoUI * L_I + mIoUC * L_C``.
+
+    L_I: mean over each image's active classes, then over the images with one; L_C:
+    mean over the images where each class is active, then over the classes active
+    somewhere. The counts over images are summed over the replicas.
+    """
+    m = xp.astype(active, dtype)
+    per_image = xp.sum(m, axis=1, keepdims=True)  # (B, 1), within one image
+    per_class = xp.sum(m, axis=0, keepdims=True)  # (1, C), over this replica's images
+    images = xp.sum(xp.astype(per_image > 0, dtype))
+    per_class, images = sum_over_replicas(xp, reduce, per_class, images)
+    coef = 0.0
+    if options.mIoUI > 0:
+        coef = coef + options.mIoUI * _mean_of_means(xp, m, per_image, images)
+    if options.mIoUC > 0:
+        classes = xp.sum(xp.astype(per_class > 0, dtype))
+        coef = coef + options.mIoUC * _mean_of_means(xp, m, per_class, classes)
+    return coef
+
+
+def _mean_of_means(xp, m, inner_count, groups):
+    """Weights of the mean within each group (``inner_count`` members), then over the
+    ``groups`` non-empty groups; 0 for empty ones."""
+    inner = m / xp.where(inner_count > 0, inner_count, 1.0)
+    return inner / xp.where(groups > 0, groups, 1.0)
+
+
+def sum_over_replicas(xp: Any, reduce: Reduce | None, *arrays: Any) -> list[Any]:
+    """``arrays`` summed over the data-parallel replicas by one call of ``reduce``.
+
+    They are packed into one vector so that a level costs one collective; without
+    ``reduce`` they come back unchanged.
+    """
+    if reduce is None:
+        return list(arrays)
+    flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+    total = reduce(flat)
+    if tuple(getattr(total, "shape", ())) != tuple(flat.shape):
+        raise ValueError(
+            f"reduce must return an array shaped like its input (it sums over the "
+            f"replicas); got shape {tuple(getattr(total, 'shape', ()))} for an input of "
+            f"shape {tuple(flat.shape)}"
+        )
+    out, start = [], 0
+    for a in arrays:
+        size = math.prod(a.shape)
+        out.append(xp.reshape(total[start : start + size], a.shape))
+        start += size
+    return out
+
+
+def check_reduce(reduce: Any) -> Reduce | None:
+    if reduce is not None and not callable(reduce):
+        raise TypeError(
+            f"reduce must be None or a callable that sums an array over the replicas, "
+            f"got {reduce!r}"
+        )
+    return reduce
 
 
 def pool_classes(xp, values, class_weights):

@@ -8,9 +8,13 @@ from typing import Any
 
 from array_api_compat import is_jax_array, is_torch_array
 
+from . import family_grad as fg
 from ._namespace import namespace_of
+from .compound import ce_jdt_loss, generalized_dice_loss
+from .cross_entropy import cross_entropy, kl_div
 from .jdt import dice_loss, jaccard_loss, jdt_loss, tversky_loss
 from .jdt_grad import jdt_value_and_grad
+from .lovasz import lovasz_hinge_loss, lovasz_softmax_loss
 
 Array = Any
 
@@ -20,6 +24,12 @@ HAND_GRADIENTS: dict[Callable, Callable] = {
     jaccard_loss: functools.partial(jdt_value_and_grad, alpha=1.0, beta=1.0),
     dice_loss: functools.partial(jdt_value_and_grad, alpha=0.5, beta=0.5),
     tversky_loss: jdt_value_and_grad,
+    cross_entropy: fg.cross_entropy_value_and_grad,
+    kl_div: fg.kl_div_value_and_grad,
+    ce_jdt_loss: fg.ce_jdt_value_and_grad,
+    generalized_dice_loss: fg.generalized_dice_value_and_grad,
+    lovasz_softmax_loss: fg.lovasz_softmax_value_and_grad,
+    lovasz_hinge_loss: fg.lovasz_hinge_value_and_grad,
 }
 
 

@@ -13,12 +13,13 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from . import _validation as check
 from ._namespace import compute_dtype, device, namespace_of
-from ._reduction import levels, loss_from_levels
+from ._reduction import check_reduce, levels, loss_from_levels
 from ._statistics import Statistics, hard_statistics, soft_statistics, softmax
 
 __all__ = [
@@ -87,6 +88,7 @@ def jdt_loss(
     active_classes_mode_hard: str = "PRESENT",
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
+    reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
     r"""The JDT (Jaccard, Dice, Tversky) loss of softmax(logits) against a hard or soft
     label.
@@ -136,10 +138,21 @@ def jdt_loss(
             hard and soft labels.
         class_agnostic: pool tp, fp and fn over all classes (weighted by
             ``class_weights``) before the ratio, one pooled class per image.
+        reduce: the hook for data-parallel training: a function that takes a 1-d
+            array and returns its sum over all replicas (processes or devices), the
+            same on every replica. Everything the loss sums or counts over the batch
+            passes through it: the dataset-level tp, fp, fn and present-class counts,
+            the image counts in the image- and class-level means, and the sum of the
+            image-level terms (at most three calls). Every replica then returns the
+            loss of the global batch, and gradients flow back through ``reduce``.
+            ``None`` (the default): this call's batch only. The adapters build it from
+            the frameworks' collectives: ``sync_stats=True`` in
+            :mod:`jdt_array.backends.torch`, ``axis_name=`` in
+            :mod:`jdt_array.backends.jax`.
 
     Returns:
         A 0-d array in the namespace and on the device of ``logits``, float64 for
-        float64 logits and float32 otherwise.
+        float64 logits and float32 otherwise. With ``reduce``, the global-batch loss.
 
     Raises:
         TypeError: mixed array libraries, non-floating logits, a label that is neither
@@ -162,7 +175,9 @@ def jdt_loss(
         device(logits),
     )  # fmt: skip
     stats = inputs.statistics()
-    return loss_from_statistics(stats, options, hard=inputs.hard, class_weights=weights)
+    return loss_from_statistics(
+        stats, options, hard=inputs.hard, class_weights=weights, reduce=reduce
+    )
 
 
 def jaccard_loss(logits: Array, label: Array, **options: Any) -> Array:
@@ -201,8 +216,9 @@ def jdt_statistics(
     """Checked (B, C) statistics of softmax(logits) against ``label``, and whether the
     label is hard. Arguments as in :func:`jdt_loss`.
 
-    Statistics of several batches (or devices) add up to those of their union, which
-    is the hook for losses over batches larger than one call sees.
+    Statistics of several batches stack (along the batch axis) into those of their
+    union; for losses over batches spread across replicas, pass ``reduce`` to
+    :func:`jdt_loss` or :func:`loss_from_statistics`.
     """
     inputs = prepare(logits, label, keep_mask, class_axis, norm, ignore_index)
     return inputs.statistics(), inputs.hard
@@ -249,14 +265,52 @@ def prepare(logits, label, keep_mask, class_axis, norm, ignore_index) -> Prepare
     return Prepared(xp, prob, label, keep, axis, norm, hard)
 
 
+def jdt_loss_with_statistics(
+    statistics: Callable[..., tuple],
+    logits: Array,
+    label: Array,
+    *,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    ignore_index: int | None = None,
+    class_weights: Any = None,
+    reduce: Callable[[Array], Array] | None = None,
+    **options: Any,
+) -> Array:
+    """:func:`jdt_loss` with the (B, C) statistics computed by ``statistics(logits,
+    label, keep_mask, setup)``, ``setup = (class_axis, norm, ignore_index)``.
+
+    For the adapters: their ``statistics`` wraps ``prepare(...).statistics()`` in a
+    function with a hand-derived backward, and the rest of the loss (collectives
+    included) stays with the framework's autodiff.
+    """
+    opts = JDTOptions(**options)  # option errors first, as in jdt_loss
+    stats = Statistics(
+        *statistics(logits, label, keep_mask, (class_axis, opts.norm, ignore_index))
+    )
+    xp = namespace_of(logits=logits)
+    weights = check.class_weights_array(
+        xp, class_weights, stats.prob_card.shape[1], stats.prob_card.dtype, device(logits)
+    )
+    hard = xp.isdtype(label.dtype, "integral")  # ``statistics`` has checked the label
+    return loss_from_statistics(
+        stats, opts, hard=hard, class_weights=weights, reduce=reduce
+    )
+
+
 def loss_from_statistics(
     stats: Statistics,
     options: JDTOptions,
     *,
     hard: bool,
     class_weights: Array | None = None,
+    reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
-    """The JDT loss from (B, C) statistics; ``class_weights`` an array of shape (C,)."""
+    """The JDT loss from (B, C) statistics; ``class_weights`` an array of shape (C,).
+
+    ``reduce`` sums over data-parallel replicas, as in :func:`jdt_loss`.
+    """
     xp = namespace_of(prob_card=stats.prob_card)
-    parts = levels(stats, options, hard, class_weights)
-    return loss_from_levels(xp, parts, options, class_weights)
+    reduce = check_reduce(reduce)
+    parts = levels(stats, options, hard, class_weights, reduce)
+    return loss_from_levels(xp, parts, options, class_weights, reduce)

@@ -10,11 +10,12 @@ The chain: class losses -> tp, fp, fn (see ``_reduction``) -> the cardinalities
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import _validation as check
 from ._namespace import device
-from ._reduction import levels, loss_from_levels, statistics_grad
+from ._reduction import check_reduce, levels, loss_from_levels, statistics_grad
 from ._statistics import class_mask
 from .jdt import JDTOptions, Prepared, prepare
 
@@ -29,25 +30,42 @@ def jdt_value_and_grad(
     class_axis: int = 1,
     ignore_index: int | None = None,
     class_weights: Any = None,
+    reduce: Callable[[Array], Array] | None = None,
     **options: Any,
 ) -> tuple[Array, Array]:
     """:func:`jdt_array.jdt_loss` and its gradient with respect to ``logits``.
 
     Takes the arguments of ``jdt_loss``; returns ``(loss, grad)`` with ``grad`` shaped
     and typed like ``logits``. Pure array-API code: no autodiff is involved.
+
+    With ``reduce`` (a sum over data-parallel replicas, see ``jdt_loss``) the loss is
+    the global-batch loss and ``grad`` is this replica's slice of its gradient: the
+    derivative with respect to this replica's logits, with no factor for the number of
+    replicas. ``reduce`` is only called in the forward direction.
     """
+    reduce = check_reduce(reduce)
     opts = JDTOptions(**options)
     inputs = prepare(logits, label, keep_mask, class_axis, opts.norm, ignore_index)
     xp, prob = inputs.xp, inputs.prob
     weights = check.class_weights_array(
         xp, class_weights, prob.shape[inputs.class_axis], prob.dtype, device(logits)
     )
-    parts = levels(inputs.statistics(), opts, inputs.hard, weights)
-    loss = loss_from_levels(xp, parts, opts, weights)
+    parts = levels(inputs.statistics(), opts, inputs.hard, weights, reduce)
+    loss = loss_from_levels(xp, parts, opts, weights, reduce)
     g_prob_card, g_diff_card = statistics_grad(xp, parts, opts, weights, loss_shape(inputs))
-    g_prob = _probability_grad(inputs, g_prob_card, g_diff_card)
-    grad = softmax_vjp(xp, prob, g_prob, inputs.class_axis)
+    grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
     return loss, xp.astype(grad, logits.dtype)
+
+
+def statistics_vjp(inputs: Prepared, g_prob_card: Array, g_diff_card: Array) -> Array:
+    """The gradient with respect to the logits of ``sum(g_prob_card * |x|) +
+    sum(g_diff_card * |x - y|)``, both (B, C), in the accumulation dtype.
+
+    The pixel-level half of the chain, which the adapters' lean backward passes use:
+    everything after the (B, C) statistics is left to the framework's autodiff.
+    """
+    g_prob = _probability_grad(inputs, g_prob_card, g_diff_card)
+    return softmax_vjp(inputs.xp, inputs.prob, g_prob, inputs.class_axis)
 
 
 def softmax_vjp(xp: Any, prob: Array, g_prob: Array, axis: int) -> Array:

@@ -1,8 +1,9 @@
-"""JAX adapter: ``jax.value_and_grad`` and ``custom_vjp`` forms of the JDT losses.
+"""JAX adapter: ``jax.value_and_grad`` and ``custom_vjp`` forms of the JDT losses,
+with ``axis_name=`` to sum the statistics over devices inside ``shard_map``/``pmap``.
 
 The core functions already work under ``jit``, ``grad`` and ``vmap``; the
-``custom_vjp`` forms here swap the traced backward for the hand-derived one, which
-keeps only the inputs as residuals and recomputes the softmax.
+``custom_vjp`` forms here swap the traced backward of the pixel-level part for the
+hand-derived one, which keeps only the inputs as residuals and recomputes the softmax.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import jax
 
 from .. import jdt as core
-from ..jdt_grad import jdt_value_and_grad
+from ..jdt_grad import statistics_vjp
 
 
 def value_and_grad(
@@ -25,29 +26,35 @@ def value_and_grad(
 
 
 @functools.lru_cache(maxsize=128)
-def _jdt_vjp(options: tuple) -> Callable:
-    """A ``custom_vjp`` JDT loss of (logits, label, keep_mask, class_weights)."""
-    kwargs = dict(options)
+def _lean_statistics(setup: tuple) -> Callable:
+    """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics.
+
+    ``setup`` is (class_axis, norm, ignore_index). The rest of the loss, collectives
+    included, is left to JAX's autodiff, which knows how to transpose them.
+    """
 
     @jax.custom_vjp
-    def loss(logits, label, keep_mask, class_weights):
-        return core.jdt_loss(
-            logits, label, keep_mask=keep_mask, class_weights=class_weights, **kwargs
-        )
+    def statistics(logits, label, keep_mask):
+        return tuple(core.prepare(logits, label, keep_mask, *setup).statistics())
 
-    def forward(logits, label, keep_mask, class_weights):
-        value = loss(logits, label, keep_mask, class_weights)
-        return value, (logits, label, keep_mask, class_weights)
+    def forward(logits, label, keep_mask):
+        return statistics(logits, label, keep_mask), (logits, label, keep_mask)
 
-    def backward(residuals, g):
-        logits, label, keep_mask, class_weights = residuals
-        _, grad = jdt_value_and_grad(
-            logits, label, keep_mask=keep_mask, class_weights=class_weights, **kwargs
-        )
-        return grad * g.astype(grad.dtype), None, None, None
+    def backward(residuals, cotangents):
+        logits, label, keep_mask = residuals
+        g_prob_card, _, g_diff_card, _ = cotangents
+        inputs = core.prepare(logits, label, keep_mask, *setup)
+        grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
+        return grad.astype(logits.dtype), None, None
 
-    loss.defvjp(forward, backward)
-    return loss
+    statistics.defvjp(forward, backward)
+    return statistics
+
+
+def replica_sum(axis_name: Any) -> Callable[[jax.Array], jax.Array]:
+    """The ``reduce`` hook of the core losses for JAX: ``jax.lax.psum`` over
+    ``axis_name`` (a mapped axis of ``shard_map`` or ``pmap``, or a tuple of them)."""
+    return functools.partial(jax.lax.psum, axis_name=axis_name)
 
 
 def jdt_loss(
@@ -56,15 +63,32 @@ def jdt_loss(
     *,
     keep_mask: jax.Array | None = None,
     class_weights: Any = None,
+    axis_name: Any = None,
     **options: Any,
 ) -> jax.Array:
-    """:func:`jdt_array.jdt_loss` with the hand-derived gradient as its ``custom_vjp``.
+    """:func:`jdt_array.jdt_loss` with the hand-derived gradient as the ``custom_vjp``
+    of its pixel-level part.
 
-    Same arguments and values; works under ``jit``, ``grad`` and ``vmap``.
+    Same arguments and values; works under ``jit``, ``grad`` and ``vmap``. With
+    ``axis_name`` (a mapped axis, or a tuple of them, of an enclosing ``shard_map`` or
+    ``pmap`` over the batch), the statistics are summed over that axis with
+    ``jax.lax.psum`` before the ratios, so every device returns the loss of the global
+    batch. Gradients follow JAX's rules for ``psum``: inside ``shard_map``, each
+    device's gradient with respect to its logits is its slice of the global-batch
+    gradient, and the gradient with respect to replicated parameters is the full
+    global-batch gradient. Inside ``pmap``, ``psum`` transposes to ``psum``: the
+    per-device gradients carry a factor of the number of devices, and the usual
+    ``jax.lax.pmean`` of the parameter gradients gives the global-batch gradient.
     """
-    if class_weights is not None:
-        class_weights = jax.numpy.asarray(class_weights, dtype=_float_dtype(logits))
-    return _jdt_vjp(tuple(sorted(options.items())))(logits, label, keep_mask, class_weights)
+    reduce = None if axis_name is None else replica_sum(axis_name)
+    return core.jdt_loss_with_statistics(
+        _statistics, logits, label, keep_mask=keep_mask, class_weights=class_weights,
+        reduce=reduce, **options,
+    )  # fmt: skip
+
+
+def _statistics(logits, label, keep_mask, setup):
+    return _lean_statistics(setup)(logits, label, keep_mask)
 
 
 def jaccard_loss(logits: jax.Array, label: jax.Array, **options: Any) -> jax.Array:
@@ -82,7 +106,3 @@ def tversky_loss(
 ) -> jax.Array:
     """:func:`jdt_array.tversky_loss` with the hand-derived ``custom_vjp``."""
     return jdt_loss(logits, label, alpha=alpha, beta=beta, **options)
-
-
-def _float_dtype(logits: jax.Array) -> Any:
-    return jax.numpy.float64 if logits.dtype == jax.numpy.float64 else jax.numpy.float32

@@ -1,6 +1,8 @@
-"""PyTorch adapter: autograd for ``value_and_grad``, a lean backward, ``nn.Module``s.
+"""PyTorch adapter: autograd for ``value_and_grad``, a lean backward, ``nn.Module``s,
+and statistics synchronised over ``torch.distributed`` for data-parallel training.
 
-The loss math stays in the core; this module only connects it to autograd.
+The loss math stays in the core; this module only connects it to autograd and to the
+collectives.
 """
 
 from __future__ import annotations
@@ -9,10 +11,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from .. import jdt as core
 from .._validation import check_ignore_index
-from ..jdt_grad import jdt_value_and_grad
+from ..jdt_grad import statistics_vjp
+from .torch_losses import (  # noqa: F401  (re-exported: the family's modules)
+    CEJDTLoss,
+    CrossEntropyLoss,
+    GeneralizedDiceLoss,
+    KLDivLoss,
+    LovaszHingeLoss,
+    LovaszSoftmaxLoss,
+)
 
 BACKWARDS = ("vjp", "autodiff")
 
@@ -28,28 +39,66 @@ def value_and_grad(
     return loss.detach(), grad
 
 
-class _JDTFunction(torch.autograd.Function):
-    """The JDT loss with the hand-derived backward.
+class _LeanStatistics(torch.autograd.Function):
+    """The (B, C) statistics of softmax(logits) with the hand-derived backward.
 
     Saves only the inputs and recomputes the softmax in the backward pass, instead of
-    keeping the probabilities and every intermediate on the autograd tape.
+    keeping the probabilities and the pixel-level intermediates on the autograd tape.
+    The small (B, C) rest of the loss, collectives included, is left to autograd.
     """
 
     @staticmethod
-    def forward(ctx, logits, label, keep_mask, class_weights, options):
-        ctx.save_for_backward(logits, label, keep_mask, class_weights)
-        ctx.options = options
-        return core.jdt_loss(
-            logits, label, keep_mask=keep_mask, class_weights=class_weights, **options
-        )
+    def forward(ctx, logits, label, keep_mask, setup):
+        stats = core.prepare(logits, label, keep_mask, *setup).statistics()
+        ctx.save_for_backward(logits, label, keep_mask)
+        ctx.setup = setup
+        ctx.mark_non_differentiable(stats.label_card, stats.label_max)
+        return tuple(stats)
 
     @staticmethod
-    def backward(ctx, grad_output):
-        logits, label, keep_mask, class_weights = ctx.saved_tensors
-        _, grad = jdt_value_and_grad(
-            logits, label, keep_mask=keep_mask, class_weights=class_weights, **ctx.options
+    def backward(ctx, g_prob_card, g_label_card, g_diff_card, g_label_max):
+        logits, label, keep_mask = ctx.saved_tensors
+        inputs = core.prepare(logits, label, keep_mask, *ctx.setup)
+        grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
+        return grad.to(logits.dtype), None, None, None
+
+
+class _ReplicaSum(torch.autograd.Function):
+    """``all_reduce`` (sum) that carries autograd.
+
+    Every replica's loss depends on every replica's input, so the gradient of the
+    sum is again the sum over replicas of the incoming gradients (as in the
+    deprecated ``torch.distributed.nn.functional.all_reduce``).
+    """
+
+    @staticmethod
+    def forward(ctx, value, group):
+        ctx.group = group
+        total = value.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ctx.group)
+        return total, None
+
+
+def replica_sum(process_group: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``reduce`` hook of the core losses for ``torch.distributed``: a sum over
+    the ranks of ``process_group`` (the default group for ``None``) with autograd.
+
+    Raises:
+        RuntimeError: ``torch.distributed`` is not initialised.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "sync_stats=True sums the loss statistics over a torch.distributed process "
+            "group, but torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group first, or use sync_stats=False"
         )
-        return grad * grad_output.to(grad.dtype), None, None, None, None
+    return lambda value: _ReplicaSum.apply(value, process_group)
 
 
 def jdt_loss(
@@ -59,22 +108,47 @@ def jdt_loss(
     keep_mask: torch.Tensor | None = None,
     class_weights: torch.Tensor | Sequence[float] | None = None,
     backward: str = "vjp",
+    sync_stats: bool = False,
+    process_group: Any = None,
     **options: Any,
 ) -> torch.Tensor:
-    """:func:`jdt_array.jdt_loss` with a choice of backward pass.
+    """:func:`jdt_array.jdt_loss` with a choice of backward pass and optional
+    synchronisation across data-parallel processes.
 
-    ``backward="vjp"`` uses the hand-derived gradient (saves only the inputs);
-    ``"autodiff"`` lets autograd record the forward pass.
+    ``backward="vjp"`` uses the hand-derived gradient for the pixel-level part (saves
+    only the inputs); ``"autodiff"`` lets autograd record the whole forward pass.
+
+    ``sync_stats=True`` sums the statistics over the ranks of ``process_group`` (the
+    default group for ``None``) before the ratios, so every rank returns the loss of
+    the global batch (the concatenation of the ranks' batches). The backward pass
+    all-reduces the gradient too, so on each rank ``loss.backward()`` gives
+    ``world_size`` times that rank's slice of the global-batch gradient: the gradient
+    of the sum of the ranks' (equal) losses. ``DistributedDataParallel`` divides the
+    summed parameter gradients by ``world_size``, so after its step the parameters move
+    exactly as a single process would on the global batch; no scaling is needed, also
+    when a per-rank mean loss such as cross-entropy is added. Every rank must call the
+    loss (and its backward) the same number of times, as with any collective.
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    _check_sync(sync_stats, process_group)
+    reduce = replica_sum(process_group) if sync_stats else None
     if backward == "autodiff" or not logits.requires_grad:
         return core.jdt_loss(
-            logits, label, keep_mask=keep_mask, class_weights=class_weights, **options
-        )
-    if class_weights is not None and not isinstance(class_weights, torch.Tensor):
-        class_weights = torch.as_tensor(class_weights, device=logits.device)
-    return _JDTFunction.apply(logits, label, keep_mask, class_weights, options)
+            logits, label, keep_mask=keep_mask, class_weights=class_weights,
+            reduce=reduce, **options,
+        )  # fmt: skip
+    return core.jdt_loss_with_statistics(
+        _LeanStatistics.apply, logits, label, keep_mask=keep_mask,
+        class_weights=class_weights, reduce=reduce, **options,
+    )  # fmt: skip
+
+
+def _check_sync(sync_stats: Any, process_group: Any) -> None:
+    if not isinstance(sync_stats, bool):
+        raise TypeError(f"sync_stats must be a bool, got {sync_stats!r}")
+    if process_group is not None and not sync_stats:
+        raise ValueError("process_group is only used with sync_stats=True")
 
 
 class JDTLoss(torch.nn.Module):
@@ -82,8 +156,11 @@ class JDTLoss(torch.nn.Module):
 
     Same constructor and ``forward(logits, label, keep_mask=None)``; the options mean
     what they mean in :func:`jdt_array.jdt_loss`. Extra keyword-only arguments:
-    ``class_axis`` (1 or -1), ``class_agnostic`` and ``backward`` ("vjp" or "autodiff").
-    ``class_weights`` is a buffer, so it follows the module's device.
+    ``class_axis`` (1 or -1), ``class_agnostic``, ``backward`` ("vjp" or "autodiff"),
+    and ``sync_stats`` / ``process_group`` for data-parallel training (see
+    :func:`jdt_loss` here: every rank gets the global-batch loss, and a
+    ``DistributedDataParallel`` step equals the single-process step on the global
+    batch). ``class_weights`` is a buffer, so it follows the module's device.
     """
 
     def __init__(
@@ -106,6 +183,8 @@ class JDTLoss(torch.nn.Module):
         class_axis: int = 1,
         class_agnostic: bool = False,
         backward: str = "vjp",
+        sync_stats: bool = False,
+        process_group: Any = None,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -120,7 +199,10 @@ class JDTLoss(torch.nn.Module):
         check_ignore_index(ignore_index)
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+        _check_sync(sync_stats, process_group)
         self.backward = backward
+        # A plain attribute, not a buffer: a process group is no state to save.
+        self.sync = {"sync_stats": sync_stats, "process_group": process_group}
         weights = None if class_weights is None else torch.as_tensor(class_weights)
         self.register_buffer("class_weights", weights)
 
@@ -135,11 +217,12 @@ class JDTLoss(torch.nn.Module):
             weights = weights.to(device=logits.device)
         return jdt_loss(
             logits, label, keep_mask=keep_mask, class_weights=weights,
-            backward=self.backward, **self.options,
+            backward=self.backward, **self.sync, **self.options,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        shown = {**self.options, "sync_stats": self.sync["sync_stats"]}
+        return ", ".join(f"{k}={v!r}" for k, v in shown.items())
 
 
 _OPTION_FIELDS = set(core.JDTOptions.__dataclass_fields__)

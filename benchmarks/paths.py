@@ -1,0 +1,223 @@
+"""What the benchmarks time: one forward + backward step per (path, case).
+
+A *path* is a way to run a loss (a library, a device, eager or compiled, and for the
+peers another package); a *case* is a loss configuration. ``make_step`` returns a
+zero-argument function that runs one synchronized step on inputs already on the device.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+CASES = {
+    "jaccard-D": ("jaccard_loss", {}),
+    "dice-D": ("dice_loss", {}),
+    "jaccard-I+C": ("jaccard_loss", {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0}),
+    "lovasz-softmax": ("lovasz_softmax_loss", {}),
+    "metrics-update": ("metrics", {}),
+}
+
+# Paths that run every case, and peers that run only the cases they implement.
+PATHS = {
+    "numpy": "numpy, value_and_grad (hand-derived gradient)",
+    "torch-eager": "PyTorch eager, hand-derived backward (the module default)",
+    "torch-eager-autodiff": "PyTorch eager, autograd through the forward",
+    "torch-compile": "PyTorch, torch.compile of the loss",
+    "jax-jit": "JAX jit of jax.value_and_grad (autodiff)",
+    "jax-jit-vjp": "JAX jit, hand-derived custom_vjp",
+    "cupy": "CuPy, value_and_grad (hand-derived gradient)",
+    "monai": "peer: MONAI DiceLoss / Jaccard variant (softmax, one-hot, batch=True)",
+    "onehot-baseline": "peer: the reference JDTLoss algorithm (float one-hot, |p - y|)",
+}
+PEER_CASES = {
+    "monai": ("jaccard-D", "dice-D"),
+    "onehot-baseline": ("jaccard-D", "dice-D", "jaccard-I+C"),
+}
+
+
+@dataclass
+class Step:
+    run: Callable[[], None]
+    input_bytes: int
+
+
+def applies(path: str, case: str, device: str) -> bool:
+    if path in PEER_CASES and case not in PEER_CASES[path]:
+        return False
+    if case == "metrics-update" and path not in ("numpy", "torch-eager", "jax-jit", "cupy"):
+        return False  # metrics have no backward: one path per library
+    if path == "numpy":
+        return device == "cpu"
+    if path == "cupy":
+        return device == "cuda"
+    return True
+
+
+def make_inputs(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal(shape, dtype=np.float32)
+    label = rng.integers(0, shape[1], size=(shape[0], *shape[2:]), dtype=np.int64)
+    return logits, label
+
+
+def make_step(path: str, case: str, shape, device: str) -> Step:
+    logits, label = make_inputs(shape)
+    return _FACTORIES[path.split("-")[0]](path, case, logits, label, device)
+
+
+def _loss(case):
+    import jdt_array
+
+    name, options = CASES[case]
+    return functools.partial(getattr(jdt_array, name), **options)
+
+
+def _numpy(path, case, logits, label, device):
+    import jdt_array
+
+    if case == "metrics-update":
+        return _metrics_step(logits, label)
+    loss = _loss(case)
+    return Step(lambda: jdt_array.value_and_grad(loss, logits, label), logits.nbytes)
+
+
+def _cupy(path, case, logits, label, device):
+    import cupy
+
+    import jdt_array
+
+    x, y = cupy.asarray(logits), cupy.asarray(label)
+    if case == "metrics-update":
+        return _metrics_step(x, y, sync=cupy.cuda.Device().synchronize)
+
+    def run():
+        jdt_array.value_and_grad(_loss(case), x, y)
+        cupy.cuda.Device().synchronize()
+
+    return Step(run, logits.nbytes)
+
+
+def _torch(path, case, logits, label, device):
+    import torch
+
+    from jdt_array.backends import torch as jt
+
+    x = torch.asarray(logits, device=device)
+    y = torch.asarray(label, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if case == "metrics-update":
+        return _metrics_step(x, y, sync=sync)
+    name, options = CASES[case]
+    if name in ("jaccard_loss", "dice_loss"):
+        ab = 1.0 if name == "jaccard_loss" else 0.5
+        backward = "vjp" if path == "torch-eager" else "autodiff"
+        loss = functools.partial(
+            jt.jdt_loss, alpha=ab, beta=ab, backward=backward, **options
+        )
+    else:
+        loss = _loss(case)
+    if path == "torch-compile":
+        loss = torch.compile(loss)
+
+    def run():
+        z = x.detach().requires_grad_(True)
+        loss(z, y).backward()
+        sync()
+
+    return Step(run, logits.nbytes)
+
+
+def _jax(path, case, logits, label, device):
+    import jax
+
+    from jdt_array.backends import jax as jj
+
+    dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+    x, y = jax.device_put(logits, dev), jax.device_put(label, dev)
+    if case == "metrics-update":
+        return _metrics_step(x, y, sync=lambda: None)
+    name, options = CASES[case]
+    if path == "jax-jit-vjp" and name in ("jaccard_loss", "dice_loss"):
+        loss = functools.partial(getattr(jj, name), **options)
+    else:
+        loss = _loss(case)
+    step = jax.jit(jax.value_and_grad(lambda z: loss(z, y)))
+    return Step(lambda: jax.block_until_ready(step(x)), logits.nbytes)
+
+
+def _monai(path, case, logits, label, device):
+    import torch
+    from monai.losses import DiceLoss
+
+    x = torch.asarray(logits, device=device)
+    y = torch.asarray(label, device=device)[:, None]
+    loss = DiceLoss(softmax=True, to_onehot_y=True, batch=True, jaccard=case == "jaccard-D")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        z = x.detach().requires_grad_(True)
+        loss(z, y).backward()
+        sync()
+
+    return Step(run, logits.nbytes)
+
+
+def _onehot(path, case, logits, label, device):
+    """The reference algorithm, re-written: float one-hot label, an explicit |p - y|."""
+    import torch
+
+    x = torch.asarray(logits, device=device)
+    y = torch.asarray(label, device=device)
+    ab = 0.5 if case == "dice-D" else 1.0
+    per_image = case == "jaccard-I+C"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def loss(z):
+        b, c = z.shape[:2]
+        prob = z.log_softmax(dim=1).exp().reshape(b, c, -1)
+        one_hot = torch.nn.functional.one_hot(y.reshape(b, -1), c).permute(0, 2, 1).float()
+        p, t, d = prob.sum(2), one_hot.sum(2), (prob - one_hot).abs().sum(2)
+        tp = (p + t - d) / 2
+        fp, fn = p - tp, t - tp
+        if not per_image:
+            tp, fp, fn = tp.sum(0), fp.sum(0), fn.sum(0)
+        ratio = (tp + 1e-3) / (tp + ab * fp + ab * fn + 1e-3)
+        return (1 - ratio).mean() * (2 if per_image else 1)
+
+    def run():
+        z = x.detach().requires_grad_(True)
+        loss(z).backward()
+        sync()
+
+    return Step(run, logits.nbytes)
+
+
+def _metrics_step(prob_source, label, sync=lambda: None):
+    from array_api_compat import array_namespace
+
+    from jdt_array.metrics import FineGrainedMetrics
+
+    xp = array_namespace(prob_source)
+    num_classes = prob_source.shape[1]
+    prob = xp.exp(prob_source) / xp.sum(xp.exp(prob_source), axis=1, keepdims=True)
+    metrics = FineGrainedMetrics(num_classes)
+
+    def run():
+        metrics.update(prob, label)
+        sync()
+
+    return Step(run, int(prob.shape[0] * num_classes * np.prod(prob.shape[2:]) * 4))
+
+
+_FACTORIES = {
+    "numpy": _numpy,
+    "cupy": _cupy,
+    "torch": _torch,
+    "jax": _jax,
+    "monai": _monai,
+    "onehot": _onehot,
+}
