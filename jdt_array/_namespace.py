@@ -6,6 +6,7 @@ inputs and then writes plain array-API code against it.
 
 from __future__ import annotations
 
+from numbers import Number
 from typing import Any
 
 from array_api_compat import array_namespace, device
@@ -18,6 +19,7 @@ __all__ = [
     "is_traced",
     "library_name",
     "namespace_of",
+    "zero_d",
 ]
 
 
@@ -73,6 +75,15 @@ def eager_any(xp: Any, condition: Any) -> bool:
     if is_traced(condition):
         return False
     return bool(xp.any(condition))
+
+
+def zero_d(xp: Any, value: Any) -> Any:
+    """``value`` as an array: NumPy turns 0-d results of arithmetic into scalars.
+
+    Arrays pass through untouched (``asarray`` on a PyTorch tensor that requires grad
+    warns), so only Python and NumPy scalars, which are ``Number``s, are wrapped.
+    """
+    return xp.asarray(value) if isinstance(value, Number) else value
 
 
 def compute_dtype(xp: Any, dtype: Any) -> Any:

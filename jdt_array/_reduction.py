@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._namespace import device, namespace_of
+from ._namespace import device, namespace_of, zero_d
 from ._statistics import Statistics
 
 
@@ -88,7 +88,7 @@ def loss_from_levels(
             (term,) = sum_over_replicas(xp, reduce, term)
         total = total + term
     # NumPy turns 0-d results of arithmetic into scalars; hand back a 0-d array.
-    return xp.reshape(total, ())
+    return zero_d(xp, total)
 
 
 def statistics_grad(

@@ -9,11 +9,10 @@ References:
 
 from __future__ import annotations
 
-from numbers import Number
 from typing import Any
 
 from . import _validation as check
-from ._namespace import compute_dtype, device, namespace_of
+from ._namespace import compute_dtype, device, namespace_of, zero_d
 
 __all__ = ["cross_entropy", "kl_div"]
 
@@ -194,15 +193,6 @@ def masked_mean(xp: Any, values: Any, mask: Any, axis: Any = None) -> Any:
     total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
     has = count > 0
     return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
-
-
-def zero_d(xp: Any, value: Any) -> Any:
-    """``value`` as an array: NumPy turns 0-d results of arithmetic into scalars.
-
-    Arrays pass through untouched (``asarray`` on a PyTorch tensor that requires grad
-    warns), so only Python and NumPy scalars, which are ``Number``s, are wrapped.
-    """
-    return xp.asarray(value) if isinstance(value, Number) else value
 
 
 def _focal_factor(xp: Any, log_p: Any, gamma: float) -> Any:

@@ -93,3 +93,19 @@ BACKENDS = [
     Backend("jax-cuda-jit", ArrayLibrary("jax", "cuda"), jit=True),
     Backend("cupy", ArrayLibrary("cupy", "cuda")),
 ]
+
+
+def run(backend, fn, arrays, expected, **options):
+    """``fn(*arrays, **options)`` on ``backend`` (keep_mask as a third array) vs float64."""
+    args = [backend.asarray(a) for a in arrays]
+    if len(args) == 3:
+        call = lambda a, b, k, **kw: fn(a, b, keep_mask=k, **kw)  # noqa: E731
+    else:
+        call = fn
+    loss = backend.call(call, *args, **options)
+    assert loss.shape == ()
+    assert backend.module != "numpy" or isinstance(loss, np.ndarray)  # not a NumPy scalar
+    np.testing.assert_allclose(
+        backend.to_numpy(loss), expected, rtol=backend.rtol, atol=backend.atol
+    )
+    return loss

@@ -3,6 +3,7 @@ backend, and against PyTorch's own implementations."""
 
 import numpy as np
 import pytest
+from backends import run
 from family_reference import check_autodiff, cross_entropy_reference, kl_div_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,22 +15,6 @@ import jdt_array
 
 SHAPE = (3, 4, 5, 6)
 FAST = settings(max_examples=40, deadline=None)
-
-
-def run(backend, fn, arrays, expected, **options):
-    """``fn(*arrays, **options)`` on ``backend`` (keep_mask as a third array) vs float64."""
-    args = [backend.asarray(a) for a in arrays]
-    if len(args) == 3:
-        call = lambda a, b, k, **kw: fn(a, b, keep_mask=k, **kw)  # noqa: E731
-    else:
-        call = fn
-    loss = backend.call(call, *args, **options)
-    assert loss.shape == ()
-    assert backend.module != "numpy" or isinstance(loss, np.ndarray)  # not a NumPy scalar
-    np.testing.assert_allclose(
-        backend.to_numpy(loss), expected, rtol=backend.rtol, atol=backend.atol
-    )
-    return loss
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])

@@ -156,6 +156,7 @@ def test_result_lives_with_logits(backend):
     loss = backend.call(jdt_array.jdt_loss, logits, label)
     from array_api_compat import array_namespace, device
 
+    assert not isinstance(loss, (float, np.generic))  # a 0-d array, not a scalar
     assert array_namespace(loss) is array_namespace(logits)
     assert device(loss) == device(logits)
     assert loss.dtype == logits.dtype

@@ -3,6 +3,7 @@ properties of the Lovasz extension (tight on vertices, piecewise linear, convex)
 
 import numpy as np
 import pytest
+from backends import run
 from family_reference import (
     check_autodiff,
     jaccard_set_loss,
@@ -27,22 +28,6 @@ SOFTMAX_OPTIONS = {
     "listed-absent-class": {"classes": (0, 3)},
     "listed-repeated": {"classes": (2, 2, 1), "per_image": True},
 }
-
-
-def run(backend, fn, arrays, expected, **options):
-    """``fn(*arrays, **options)`` on ``backend`` (keep_mask as a third array) vs float64."""
-    args = [backend.asarray(a) for a in arrays]
-    if len(args) == 3:
-        call = lambda a, b, k, **kw: fn(a, b, keep_mask=k, **kw)  # noqa: E731
-    else:
-        call = fn
-    loss = backend.call(call, *args, **options)
-    assert loss.shape == ()
-    assert backend.module != "numpy" or isinstance(loss, np.ndarray)  # not a NumPy scalar
-    np.testing.assert_allclose(
-        backend.to_numpy(loss), expected, rtol=backend.rtol, atol=backend.atol
-    )
-    return loss
 
 
 def binary_inputs(rng, shape, ignore_fraction=0.0):
