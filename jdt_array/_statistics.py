@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ._kernels import kernels_for
 from ._namespace import device
 
 
@@ -36,6 +37,9 @@ class Statistics(NamedTuple):
 def softmax(xp: Any, logits: Any, axis: int, dtype: Any) -> Any:
     """Softmax over ``axis`` computed in ``dtype``; the max shift keeps exp finite."""
     x = logits if logits.dtype == dtype else xp.astype(logits, dtype)
+    native = kernels_for(xp).softmax(x, axis)
+    if native is not None:
+        return native
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
@@ -53,6 +57,14 @@ def hard_statistics(
     |x - y|^p is (1 - x)^p there and x^p elsewhere. For p = 1 that gives
     |x - y| = |x| + |y| - 2 * sum over the pixels labelled c of x.
     """
+    if norm == 1 and class_axis == 1:
+        native = kernels_for(xp).hard_l1_statistics(prob, label, keep)
+        if native is not None:
+            prob_card, label_card, overlap = native
+            diff_card = prob_card + label_card - 2 * overlap
+            return Statistics(
+                prob_card, label_card, diff_card, xp.astype(label_card > 0, prob.dtype)
+            )
     axes = _spatial_axes(prob.ndim, class_axis)
     is_class = class_mask(xp, label, keep, class_axis, prob.shape[class_axis])
     kept = None if keep is None else xp.expand_dims(keep, axis=class_axis)

@@ -58,7 +58,7 @@ def cross_entropy_value_and_grad(
         h = -xp.astype(label, p.dtype) * weight
         keep = keep_mask
     grad = h - p * xp.sum(h, axis=axis, keepdims=True)
-    return loss, xp.astype(_pixel_mean_grad(xp, grad, keep, axis), logits.dtype)
+    return loss, xp.astype(_pixel_mean_grad(xp, grad, keep, axis), logits.dtype, copy=False)
 
 
 def kl_div_value_and_grad(
@@ -79,7 +79,9 @@ def kl_div_value_and_grad(
     p = xp.exp(log_softmax(xp, logits, axis, dtype, temperature=temperature))
     q = xp.astype(target_prob, dtype)
     grad = temperature * (p * xp.sum(q, axis=axis, keepdims=True) - q)
-    return loss, xp.astype(_pixel_mean_grad(xp, grad, keep_mask, axis), logits.dtype)
+    return loss, xp.astype(
+        _pixel_mean_grad(xp, grad, keep_mask, axis), logits.dtype, copy=False
+    )
 
 
 def ce_jdt_value_and_grad(
@@ -136,7 +138,7 @@ def generalized_dice_value_and_grad(
         xp, parts, options, weights, loss_shape(inputs)
     )
     grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
-    return loss, xp.astype(grad, logits.dtype)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
 def lovasz_softmax_value_and_grad(
@@ -201,7 +203,7 @@ def lovasz_softmax_value_and_grad(
     spatial = tuple(prob_nd.shape[a] for a in range(prob_nd.ndim) if a not in (0, axis))
     g_prob = xp.moveaxis(xp.reshape(g_prob, (batch, num_classes, *spatial)), 1, axis)
     grad = softmax_vjp(xp, prob_nd, g_prob, axis)
-    return loss, xp.astype(grad, logits.dtype)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
 def lovasz_hinge_value_and_grad(
@@ -230,7 +232,7 @@ def lovasz_hinge_value_and_grad(
     )
     g_errors = xp.reshape(g_errors, logits.shape) / errors.shape[0]
     grad = xp.where(raw > 0, -signs * g_errors, 0.0)
-    return loss, xp.astype(grad, logits.dtype)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
 def _extension_grad(xp, errors, fg, keep):

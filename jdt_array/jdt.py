@@ -240,8 +240,14 @@ class Prepared(NamedTuple):
         return make(self.xp, self.prob, self.label, self.keep, self.class_axis, self.norm)
 
 
-def prepare(logits, label, keep_mask, class_axis, norm, ignore_index) -> Prepared:
-    """Check the inputs of a JDT loss and compute the probabilities."""
+def prepare(
+    logits, label, keep_mask, class_axis, norm, ignore_index, *, check_values=True
+) -> Prepared:
+    """Check the inputs of a JDT loss and compute the probabilities.
+
+    ``check_values=False`` skips reading the label (for a backward pass, whose forward
+    pass checked the same arrays).
+    """
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     check.check_logits(xp, logits)
     axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
@@ -253,13 +259,14 @@ def prepare(logits, label, keep_mask, class_axis, norm, ignore_index) -> Prepare
 
     keep = keep_mask
     if hard:
-        check.check_hard_label_values(
-            xp, label, logits.shape[axis], ignore_index, keep_mask
-        )
+        if check_values:
+            check.check_hard_label_values(
+                xp, label, logits.shape[axis], ignore_index, keep_mask
+            )
         if ignore_index is not None:
             kept = label != ignore_index
             keep = kept if keep is None else keep & kept
-    else:
+    elif check_values:
         check.check_soft_label_values(xp, label)
     prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
     return Prepared(xp, prob, label, keep, axis, norm, hard)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _validation as check
+from ._kernels import kernels_for
 from ._namespace import device
 from ._reduction import check_reduce, levels, loss_from_levels, statistics_grad
 from ._statistics import class_mask
@@ -54,7 +55,7 @@ def jdt_value_and_grad(
     loss = loss_from_levels(xp, parts, opts, weights, reduce)
     g_prob_card, g_diff_card = statistics_grad(xp, parts, opts, weights, loss_shape(inputs))
     grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
-    return loss, xp.astype(grad, logits.dtype)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
 def statistics_vjp(inputs: Prepared, g_prob_card: Array, g_diff_card: Array) -> Array:
@@ -64,6 +65,12 @@ def statistics_vjp(inputs: Prepared, g_prob_card: Array, g_diff_card: Array) -> 
     The pixel-level half of the chain, which the adapters' lean backward passes use:
     everything after the (B, C) statistics is left to the framework's autodiff.
     """
+    if inputs.hard and inputs.norm == 1 and inputs.class_axis == 1:
+        native = kernels_for(inputs.xp).hard_l1_vjp(
+            inputs.prob, inputs.label, inputs.keep, g_prob_card, g_diff_card
+        )
+        if native is not None:
+            return native
     g_prob = _probability_grad(inputs, g_prob_card, g_diff_card)
     return softmax_vjp(inputs.xp, inputs.prob, g_prob, inputs.class_axis)
 

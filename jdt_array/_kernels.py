@@ -1,0 +1,47 @@
+"""Where a library's native kernels may replace generic array-API code, for speed.
+
+The loss maths is written once in array-API code; three hot spots have a faster form
+in some libraries: the softmax, the hard-label statistics (a per-class sum over the
+pixels of each class, which the array API can only write as a one-hot comparison over
+all C classes) and its gradient. ``kernels_for(xp)`` gives the object holding them:
+the generic array-API versions here, or an adapter from ``jdt_array.backends`` that
+must return the same values. JAX keeps the generic code, which XLA fuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import is_numpy_namespace, is_torch_namespace
+
+
+class Generic:
+    """The array-API forms (``None`` means: use the generic code path)."""
+
+    @staticmethod
+    def softmax(x: Any, axis: int) -> Any:
+        return None
+
+    @staticmethod
+    def hard_l1_statistics(prob: Any, label: Any, keep: Any) -> Any:
+        """(prob_card, label_card, overlap) for channels-first (B, C, ...) probabilities
+        and an integer label, or None."""
+        return None
+
+    @staticmethod
+    def hard_l1_vjp(prob: Any, label: Any, keep: Any, g_prob_card: Any, g_diff_card: Any):
+        """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for
+        channels-first probabilities and an integer label, or None."""
+        return None
+
+
+def kernels_for(xp: Any) -> Any:
+    if is_torch_namespace(xp):
+        from .backends.torch_kernels import TorchKernels
+
+        return TorchKernels
+    if is_numpy_namespace(xp):
+        from .backends.numpy_kernels import NumPyKernels
+
+        return NumPyKernels
+    return Generic

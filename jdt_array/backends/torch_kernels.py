@@ -1,0 +1,59 @@
+"""PyTorch kernels for the hot spots of the JDT losses (see ``jdt_array._kernels``).
+
+Hard labels are used as indices (gather / scatter-add) instead of a one-hot comparison
+over every class: one pass over the probabilities instead of several over (B, C, N).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class TorchKernels:
+    @staticmethod
+    def softmax(x: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.softmax(x, dim=axis)
+
+    @staticmethod
+    def hard_l1_statistics(prob, label, keep):
+        b, c = prob.shape[:2]
+        p = prob.reshape(b, c, -1)
+        index, weight = _index_and_weight(label, keep, b, p.dtype)
+        p_label = p.gather(1, index).squeeze(1) * weight  # (B, N): x at each pixel's class
+        overlap = p.new_zeros(b, c).scatter_add(1, index.squeeze(1), p_label)
+        counts = p.new_zeros(b, c).scatter_add(1, index.squeeze(1), weight)
+        prob_card = (
+            p.sum(2) if keep is None else torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
+        )
+        return prob_card, counts, overlap
+
+    @staticmethod
+    def hard_l1_vjp(prob, label, keep, g_prob_card, g_diff_card):
+        b, c = prob.shape[:2]
+        p = prob.reshape(b, c, -1)
+        index, weight = _index_and_weight(label, keep, b, p.dtype)
+        # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
+        a = (g_prob_card + g_diff_card).to(p.dtype)
+        d_label = g_diff_card.to(p.dtype).gather(1, index.squeeze(1))  # (B, N)
+        p_label = p.gather(1, index).squeeze(1)
+        # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as indices.
+        # In-place updates of the one (B, C, N) buffer this function allocates.
+        on_label = -2 * d_label * p_label
+        inner = torch.bmm(a.unsqueeze(1), p).squeeze(1) + on_label  # (B, N)
+        grad = a.unsqueeze(2) - inner.unsqueeze(1)
+        grad.mul_(p).scatter_add_(1, index, on_label.unsqueeze(1))
+        if keep is not None:
+            grad.mul_(weight.unsqueeze(1))
+        return grad.reshape(prob.shape)
+
+
+def _index_and_weight(label, keep, batch, dtype):
+    """Class ids as gather indices (B, 1, N) and the 0/1 weight of each pixel (B, N);
+    dropped pixels point at class 0 with weight 0."""
+    flat = label.reshape(batch, 1, -1)
+    if keep is None:
+        return flat.long(), torch.ones(flat.shape[0], flat.shape[2], dtype=dtype,
+                                       device=label.device)  # fmt: skip
+    kept = keep.reshape(batch, 1, -1)
+    index = torch.where(kept, flat, 0).long()
+    return index, kept.squeeze(1).to(dtype)
