@@ -1,7 +1,9 @@
 """The cross-backend consistency report: every installed library against NumPy float64.
 
-Each case runs a loss on the same fixed random inputs on every installed array library,
-device and dtype, and compares the value with the NumPy float64 result.
+Each case runs a loss (its value and its gradient with respect to the logits, through
+:func:`jdt_array.value_and_grad`) or the fine-grained metrics on the same fixed random
+inputs on every installed array library, device and dtype (eagerly, and under
+``jax.jit`` for JAX), and compares the results with the NumPy float64 ones.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from typing import Any
 import numpy as np
 
 from .backends.arrays import ArrayLibrary, available_libraries
+from .compound import ce_jdt_loss, generalized_dice_loss
+from .cross_entropy import cross_entropy, kl_div
+from .grad import value_and_grad
 from .jdt import dice_loss, jaccard_loss, jdt_loss, tversky_loss
+from .lovasz import lovasz_hinge_loss, lovasz_softmax_loss
+from .metrics import FineGrainedMetrics
 
 IGNORE = 255  # the void label of the hard-label inputs
 
-# Largest relative difference from NumPy float64 that counts as agreement.
+# Largest relative difference from NumPy float64 that counts as agreement (for the
+# gradient: relative to its largest entry; for the metrics, in percentage points).
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
 
 
@@ -26,29 +34,41 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2
 class Case:
     name: str
     fn: Callable[..., Any]
-    soft: bool
+    label: str  # "hard", "soft" or "binary"
     options: dict
 
 
+def _metrics(logits, label, **options):
+    """The fine-grained metrics of softmax(logits), as one array of values."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(logits)
+    z = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+    metrics = FineGrainedMetrics(logits.shape[1], **options)
+    metrics.update(z / xp.sum(z, axis=1, keepdims=True), label)
+    return metrics
+
+
 CASES = (
-    Case("jaccard mIoUD", jaccard_loss, False, {}),
-    Case("dice mIoUD", dice_loss, False, {}),
-    Case(
-        "tversky 0.3/0.7", functools.partial(tversky_loss, alpha=0.3, beta=0.7), False, {}
-    ),
-    Case(
-        "jaccard mIoUI+mIoUC",
-        jaccard_loss,
-        False,
-        {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0},
-    ),
-    Case("jaccard soft label", jaccard_loss, True, {"mIoUI": 1.0}),
-    Case("dice soft, L2 norm", dice_loss, True, {"norm": 2}),
-    Case(
-        "jdt log, gamma 2", jdt_loss, False, {"log_loss": True, "gamma": 2.0, "mIoUC": 1.0}
-    ),
-    Case("jdt class-agnostic", jdt_loss, True, {"class_agnostic": True}),
-)
+    Case("jaccard mIoUD", jaccard_loss, "hard", {}),
+    Case("dice mIoUD", dice_loss, "hard", {}),
+    Case("tversky 0.3/0.7", functools.partial(tversky_loss, alpha=0.3, beta=0.7), "hard",
+         {}),
+    Case("jaccard mIoUI+mIoUC", jaccard_loss, "hard",
+         {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0}),
+    Case("jaccard soft label", jaccard_loss, "soft", {"mIoUI": 1.0}),
+    Case("dice soft, L2 norm", dice_loss, "soft", {"norm": 2}),
+    Case("jdt log, gamma 2", jdt_loss, "hard",
+         {"log_loss": True, "gamma": 2.0, "mIoUC": 1.0}),
+    Case("jdt class-agnostic", jdt_loss, "soft", {"class_agnostic": True}),
+    Case("lovasz-softmax", lovasz_softmax_loss, "hard", {}),
+    Case("lovasz hinge", lovasz_hinge_loss, "binary", {}),
+    Case("cross-entropy focal", cross_entropy, "hard", {"gamma": 2.0}),
+    Case("kl_div T=2", kl_div, "soft", {"temperature": 2.0}),
+    Case("ce + jdt", ce_jdt_loss, "hard", {}),
+    Case("generalized dice", generalized_dice_loss, "hard", {}),
+    Case("metrics", _metrics, "hard", {"calibration": True}),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,7 @@ class Result:
     value: float
     expected: float
     rel_diff: float
+    grad_diff: float
     passed: bool
     error: str = ""
 
@@ -66,10 +87,16 @@ class Result:
 def make_inputs(seed: int, shape: Sequence[int]) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     logits = rng.normal(scale=2.0, size=shape)
-    label = rng.integers(0, shape[1], size=(shape[0], *shape[2:]))
-    label = np.where(rng.random(label.shape) < 0.05, IGNORE, label)
+    spatial = (shape[0], *shape[2:])
+    label = rng.integers(0, shape[1], size=spatial)
+    void = rng.random(spatial) < 0.05
     soft = np.exp(rng.normal(scale=1.5, size=shape))
-    return {"logits": logits, "hard": label, "soft": soft / soft.sum(axis=1, keepdims=True)}
+    return {
+        "logits": logits,
+        "hard": np.where(void, IGNORE, label),
+        "binary": np.where(void, IGNORE, label % 2),
+        "soft": soft / soft.sum(axis=1, keepdims=True),
+    }
 
 
 def run_checks(
@@ -85,7 +112,7 @@ def run_checks(
     numpy = ArrayLibrary("numpy")
     results = []
     for case in cases:
-        expected = float(_run(case, numpy, "float64", inputs, jit=False))
+        expected = _run(case, numpy, "float64", inputs, jit=False)
         for lib in available_libraries() if libraries is None else libraries:
             for dtype in (d for d in dtypes if lib.supports(d)):
                 for jit in (False, True) if lib.can_jit else (False,):
@@ -94,40 +121,61 @@ def run_checks(
     return results
 
 
-def _run(case: Case, lib: ArrayLibrary, dtype: str, inputs: dict, *, jit: bool) -> Any:
-    logits = lib.from_numpy(inputs["logits"], dtype)
-    label = lib.from_numpy(inputs["soft"] if case.soft else inputs["hard"], dtype)
-    options = case.options if case.soft else {"ignore_index": IGNORE, **case.options}
-    fn = functools.partial(case.fn, **options)
-    return lib.to_numpy((lib.jit(fn) if jit else fn)(logits, label))
+def _run(case: Case, lib: ArrayLibrary, dtype: str, inputs: dict, *, jit: bool):
+    """(value, gradient) of a loss, or (metrics dict, None), as NumPy float64."""
+    logits = inputs["logits"][:, 0] if case.label == "binary" else inputs["logits"]
+    x, y = lib.from_numpy(logits, dtype), lib.from_numpy(inputs[case.label], dtype)
+    options = dict(case.options)
+    if case.label != "soft":
+        options["ignore_index"] = IGNORE
+    if case.fn is _metrics:
+        values = _metrics(x, y, **options).compute()
+        return np.array([values[k] for k in sorted(values)]), None
+    fn = functools.partial(value_and_grad, case.fn, **options)
+    value, grad = (lib.jit(fn) if jit else fn)(x, y)
+    return lib.to_numpy(value), lib.to_numpy(grad)
 
 
 def _compare(case, lib, name, dtype, inputs, expected, jit) -> Result:
+    if jit and case.fn is _metrics:
+        jit = False  # metrics keep Python state; their per-batch function is tested jitted
     try:
-        value = float(_run(case, lib, dtype, inputs, jit=jit))
+        value, grad = _run(case, lib, dtype, inputs, jit=jit)
     except Exception as err:  # a failing backend is a reported result, not a crash
-        return Result(case.name, name, dtype, float("nan"), expected, float("inf"), False,
-                      f"{type(err).__name__}: {err}")  # fmt: skip
-    rel = abs(value - expected) / max(abs(expected), 1e-12)
-    passed = bool(np.isfinite(value)) and rel <= TOLERANCE[dtype]
-    return Result(case.name, name, dtype, value, expected, rel, passed)
+        return Result(case.name, name, dtype, float("nan"), float("nan"), float("inf"),
+                      float("inf"), False, f"{type(err).__name__}: {err}")  # fmt: skip
+    want, want_grad = expected
+    if grad is None:  # metrics, in percent: compare in points
+        rel = float(np.max(np.abs(value - want))) / 100
+        grad_diff = 0.0
+        shown, shown_want = float(np.mean(value)), float(np.mean(want))
+    else:
+        rel = float(abs(value - want) / max(abs(want), 1e-12))
+        grad_diff = float(
+            np.max(np.abs(grad - want_grad)) / max(np.max(np.abs(want_grad)), 1e-12)
+        )
+        shown, shown_want = float(value), float(want)
+    ok = np.isfinite(shown) and max(rel, grad_diff) <= TOLERANCE[dtype]
+    return Result(case.name, name, dtype, shown, shown_want, rel, grad_diff, bool(ok))
 
 
 def format_report(results: Sequence[Result]) -> str:
     header = (
-        f"{'case':<22} {'backend':<18} {'dtype':<9} {'value':>12} {'rel. diff':>10}  ok"
+        f"{'case':<22} {'backend':<18} {'dtype':<9} {'value':>12} {'rel. diff':>10} "
+        f"{'grad diff':>10}  ok"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         mark = "PASS" if r.passed else "FAIL"
-        numbers = f"{r.value:>12.8f} {r.rel_diff:>10.1e}"
+        numbers = f"{r.value:>12.8f} {r.rel_diff:>10.1e} {r.grad_diff:>10.1e}"
         error = f"  {r.error}" if r.error else ""
         lines.append(f"{r.case:<22} {r.backend:<18} {r.dtype:<9} {numbers}  {mark}{error}")
     failed = sum(not r.passed for r in results)
     backends = sorted({r.backend for r in results})
     lines.append(
         f"\n{len(results) - failed} passed, {failed} failed "
-        f"(backends: {', '.join(backends)}; reference: NumPy float64)"
+        f"(backends: {', '.join(backends)}; reference: NumPy float64; gradients from "
+        f"value_and_grad; metrics compared in percentage points)"
     )
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jdt_array.__main__ import main
-from jdt_array.check import CASES, Case, run_checks
+from jdt_array.check import CASES, run_checks
 from jdt_array.demo import make_dataset, run_demo
 
 
@@ -41,20 +41,18 @@ def test_check_json(capsys):
 
 
 def test_check_fails_on_disagreement():
-    def broken(logits, label, **options):
-        import array_api_compat
-
-        xp = array_api_compat.array_namespace(logits)
-        return xp.sum(logits) * 0 + (1.0 if "float32" in str(logits.dtype) else 0.0)
-
     from jdt_array.backends.arrays import ArrayLibrary
 
-    results = run_checks(
-        [ArrayLibrary("numpy")],
-        ("float32", "float64"),
-        cases=[Case("broken", broken, True, {})],
-    )
+    class Perturbed(ArrayLibrary):
+        """NumPy whose float32 logits arrive shifted: the report must catch it."""
+
+        def from_numpy(self, a, dtype=None):
+            out = super().from_numpy(a, dtype)
+            return out * 1.5 if dtype == "float32" and out.dtype.kind == "f" else out
+
+    results = run_checks([Perturbed("numpy")], ("float32", "float64"), cases=CASES[:1])
     assert [r.passed for r in results] == [False, True]
+    assert results[0].rel_diff > 1e-3
 
 
 def test_bad_arguments_exit_with_usage(capsys):
