@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._namespace import compute_dtype, device, namespace_of
-from ._reduction import levels, statistics_grad
+from ._reduction import levels, statistics_grad, sum_over_replicas
 from .compound import ce_jdt_loss, generalized_dice_loss, sudre_weights
 from .cross_entropy import cross_entropy, kept_pixels, kl_div, log_softmax, one_hot_mask
 from .jdt import JDTOptions, prepare
@@ -150,8 +150,10 @@ def lovasz_softmax_value_and_grad(
     ignore_index: int | None = None,
     keep_mask: Array | None = None,
     class_axis: int = 1,
+    reduce: Any = None,
 ) -> tuple[Array, Array]:
-    """:func:`jdt_array.lovasz_softmax_loss` and its gradient.
+    """:func:`jdt_array.lovasz_softmax_loss` and its gradient (with ``reduce``: this
+    replica's slice of the global-batch gradient).
 
     The Lovasz extension is linear in the sorted errors, so d loss / d error of a pixel
     is the Jaccard increment at its rank (times the class's weight in the mean), and
@@ -159,7 +161,7 @@ def lovasz_softmax_value_and_grad(
     """
     loss = lovasz_softmax_loss(logits, label, classes=classes, per_image=per_image,
                                ignore_index=ignore_index, keep_mask=keep_mask,
-                               class_axis=class_axis)  # fmt: skip
+                               class_axis=class_axis, reduce=reduce)  # fmt: skip
     xp = namespace_of(logits=logits)
     axis = class_axis % logits.ndim
     num_classes, batch = logits.shape[axis], logits.shape[0]
@@ -185,7 +187,8 @@ def lovasz_softmax_value_and_grad(
     g_errors = _extension_grad(xp, errors, fg, keep)  # (G, K, M)
     active = xp.any(fg if classes == "present" else keep, axis=-1)  # (G, K)
     count = xp.sum(xp.astype(active, errors.dtype), axis=1, keepdims=True)
-    weight = xp.where(active, 1.0 / xp.where(count > 0, count, 1.0), 0.0) / active.shape[0]
+    weight = xp.where(active, 1.0 / xp.where(count > 0, count, 1.0), 0.0)
+    weight = weight / _group_count(xp, errors, reduce)
     sign = 1.0 - 2.0 * xp.astype(fg, errors.dtype)  # d error / d p
     g_prob = sign * g_errors * xp.expand_dims(weight, axis=-1)
     if not per_image:
@@ -213,11 +216,12 @@ def lovasz_hinge_value_and_grad(
     per_image: bool = True,
     ignore_index: int | None = None,
     keep_mask: Array | None = None,
+    reduce: Any = None,
 ) -> tuple[Array, Array]:
     """:func:`jdt_array.lovasz_hinge_loss` and its gradient: -sign times the Jaccard
     increment at each pixel's rank, where its hinge error is positive."""
     loss = lovasz_hinge_loss(logits, label, per_image=per_image, ignore_index=ignore_index,
-                             keep_mask=keep_mask)  # fmt: skip
+                             keep_mask=keep_mask, reduce=reduce)  # fmt: skip
     xp = namespace_of(logits=logits)
     flat = (logits.shape[0], -1) if per_image else (1, -1)
     fg = (label == 1) if label.dtype != xp.bool else label
@@ -230,7 +234,7 @@ def lovasz_hinge_value_and_grad(
     g_errors = _extension_grad(
         xp, errors, xp.reshape(fg & keep, flat), xp.reshape(keep, flat)
     )
-    g_errors = xp.reshape(g_errors, logits.shape) / errors.shape[0]
+    g_errors = xp.reshape(g_errors, logits.shape) / _group_count(xp, errors, reduce)
     grad = xp.where(raw > 0, -signs * g_errors, 0.0)
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
@@ -244,6 +248,14 @@ def _extension_grad(xp, errors, fg, keep):
     increments = jaccard_increments(xp, sorted_fg, errors.dtype)
     rank = xp.argsort(order, axis=-1)  # the inverse permutation
     return xp.where(keep, xp.take_along_axis(increments, rank, axis=-1), 0.0)
+
+
+def _group_count(xp, errors, reduce):
+    """The number of groups (images, or 1 when pooled) the loss averages over, summed
+    over the replicas with ``reduce``; at least 1 (no group: a zero gradient)."""
+    groups = xp.ones((errors.shape[0],), dtype=errors.dtype, device=device(errors))
+    (count,) = sum_over_replicas(xp, reduce, xp.sum(groups))
+    return xp.where(count > 0, count, 1.0)
 
 
 def _pixel_mean_grad(xp, grad, keep, axis):

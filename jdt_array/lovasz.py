@@ -24,14 +24,16 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from numbers import Integral
 from typing import Any
 
 from . import _validation as check
-from ._namespace import compute_dtype, device, eager_any, namespace_of
+from ._namespace import compute_dtype, device, eager_any, namespace_of, zero_d
+from ._reduction import check_reduce, sum_over_replicas
 from ._statistics import softmax
-from .cross_entropy import kept_pixels, masked_mean, zero_d
+from .cross_entropy import kept_pixels, masked_mean
 
 __all__ = ["lovasz_hinge_loss", "lovasz_softmax_loss"]
 
@@ -47,6 +49,7 @@ def lovasz_softmax_loss(
     ignore_index: int | None = None,
     keep_mask: Array | None = None,
     class_axis: int = 1,
+    reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
     r"""The Lovasz-Softmax loss of softmax(logits) against a hard label.
 
@@ -73,11 +76,16 @@ def lovasz_softmax_loss(
         ignore_index: label value whose pixels are dropped.
         keep_mask: optional boolean (B, *spatial); False drops a pixel.
         class_axis: the axis of ``logits`` holding the classes.
+        reduce: the data-parallel hook of :func:`jdt_array.jdt_loss`, a function
+            summing a 1-d array over the replicas; needs ``per_image=True``. The sum
+            of this replica's per-image losses and its image count go through it in
+            one call, so every replica returns the mean over the global batch and
+            gradients flow back through ``reduce``. ``None``: this call's batch only.
 
     Returns:
         A 0-d array in the namespace and on the device of ``logits``, float64 for
         float64 logits and float32 otherwise; 0 with a zero gradient when nothing is
-        left to average.
+        left to average. With ``reduce``, the loss of the global batch.
 
     Raises:
         TypeError: a floating (soft) label, mixed libraries, non-floating logits, a
@@ -85,13 +93,16 @@ def lovasz_softmax_loss(
             sequence of ints.
         ValueError: shapes that do not match, an unknown ``classes`` string, a class id
             outside [0, C), a kept label outside [0, C) (not checked inside
-            ``jax.jit``, where such pixels belong to no class).
+            ``jax.jit``, where such pixels belong to no class); ``reduce`` with
+            ``per_image=False`` (see :func:`check_syncable`).
     """
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     check.check_logits(xp, logits)
     axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
     ignore_index = check.check_ignore_index(ignore_index)
     _check_bool("per_image", per_image)
+    reduce = check_reduce(reduce)
+    check_syncable("lovasz_softmax_loss", per_image=per_image, synced=reduce is not None)
     _reject_soft_label(xp, label, "lovasz_softmax_loss")
     check.label_kind(xp, logits, label, axis)
     if keep_mask is not None:
@@ -101,9 +112,9 @@ def lovasz_softmax_loss(
     check.check_hard_label_values(xp, label, num_classes, ignore_index, keep_mask)
 
     prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
-    batch = prob.shape[0]
-    prob = xp.reshape(xp.moveaxis(prob, axis, 1), (batch, num_classes, -1))  # (B, C, N)
-    flat_label = xp.reshape(label, (batch, -1))
+    batch, pixels = label.shape[0], math.prod(label.shape[1:])  # sizes: B may be 0
+    prob = xp.reshape(xp.moveaxis(prob, axis, 1), (batch, num_classes, pixels))
+    flat_label = xp.reshape(label, (batch, pixels))
     keep = _flat_keep(xp, kept_pixels(xp, label, ignore_index, keep_mask), flat_label)
     if class_ids is None:
         ids = xp.arange(num_classes, dtype=label.dtype, device=device(label))
@@ -122,7 +133,7 @@ def lovasz_softmax_loss(
     losses = lovasz_extension(xp, errors, fg, keep)  # (G, K)
     present_only = isinstance(classes, str) and classes == "present"
     active = xp.any(fg if present_only else keep, axis=-1)
-    return zero_d(xp, xp.mean(masked_mean(xp, losses, active, axis=1)))
+    return mean_over_images(xp, masked_mean(xp, losses, active, axis=1), reduce)
 
 
 def lovasz_hinge_loss(
@@ -132,6 +143,7 @@ def lovasz_hinge_loss(
     per_image: bool = True,
     ignore_index: int | None = None,
     keep_mask: Array | None = None,
+    reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
     r"""The binary Lovasz hinge loss of real-valued scores against a 0/1 label.
 
@@ -150,6 +162,8 @@ def lovasz_hinge_loss(
             False pools all pixels.
         ignore_index: label value whose pixels are dropped (integer labels only).
         keep_mask: optional boolean (B, *spatial); False drops a pixel.
+        reduce: the data-parallel hook, as in :func:`lovasz_softmax_loss` (needs
+            ``per_image=True``): every replica returns the mean over the global batch.
 
     Returns:
         A 0-d array like :func:`lovasz_softmax_loss`; 0 with a zero gradient when
@@ -160,23 +174,60 @@ def lovasz_hinge_loss(
             ``keep_mask`` or ``per_image``, mixed libraries.
         ValueError: shapes that differ, ``ignore_index`` with a boolean label, kept
             label values other than 0 and 1 (not checked inside ``jax.jit``, where such
-            pixels count as background).
+            pixels count as background); ``reduce`` with ``per_image=False``.
     """
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     ignore_index = check.check_ignore_index(ignore_index)
     _check_bool("per_image", per_image)
+    reduce = check_reduce(reduce)
+    check_syncable("lovasz_hinge_loss", per_image=per_image, synced=reduce is not None)
     fg = _binary_foreground(xp, logits, label, ignore_index, keep_mask)
     keep = kept_pixels(xp, label, ignore_index, keep_mask)
 
-    batch = logits.shape[0]
-    flat = (batch, -1) if per_image else (1, -1)
+    batch, pixels = logits.shape[0], math.prod(logits.shape[1:])  # sizes: B may be 0
+    flat = (batch, pixels) if per_image else (1, batch * pixels)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
     errors = 1.0 - z * (2.0 * xp.astype(fg, z.dtype) - 1.0)  # signs 2y - 1
     # The hinge: errors below 0 only sort after the positive ones and add nothing.
     errors = xp.reshape(xp.where(errors > 0, errors, 0.0), flat)
     fg = xp.reshape(fg, flat)
     keep = _flat_keep(xp, keep, fg)
-    return zero_d(xp, xp.mean(lovasz_extension(xp, errors, fg & keep, keep)))
+    return mean_over_images(xp, lovasz_extension(xp, errors, fg & keep, keep), reduce)
+
+
+def check_syncable(fn_name: str, *, per_image: bool, synced: bool) -> None:
+    """Refuse synchronisation across replicas for the pooled (``per_image=False``) losses.
+
+    The pooled loss sorts the errors of every pixel of the batch together, so its value
+    on the global batch needs all replicas' pixels in one sort: no sum of a few
+    statistics gives it. The per-image loss is a mean of per-image terms, which syncs
+    with two numbers.
+    """
+    if synced and not per_image:
+        raise ValueError(
+            f"{fn_name} with per_image=False cannot be synchronised across replicas "
+            f"(reduce, sync_stats=True or axis_name): the pooled Lovasz loss sorts the "
+            f"pixel errors of the whole global batch together, which would need every "
+            f"replica's pixels, not a cheap sum of statistics. Use per_image=True (the "
+            f"mean of per-image losses syncs exactly), or jdt_loss (e.g. jaccard_loss), "
+            f"whose statistics sync by summation"
+        )
+
+
+def mean_over_images(xp: Any, image_losses: Array, reduce: Any = None) -> Array:
+    """The mean of the (G,) per-group losses; with ``reduce``, over every replica's.
+
+    The local sum and count go through ``reduce`` in one call; the gradient of the
+    ratio flows back through the sum. No image at all (here or, with ``reduce``, on
+    any replica) gives 0 with a zero gradient.
+    """
+    total = xp.sum(image_losses)
+    # The count comes from the data (not a constant), so it is per-replica under
+    # shard_map like the sum it is packed with.
+    count = xp.sum(xp.ones_like(image_losses))
+    total, count = sum_over_replicas(xp, reduce, total, count)
+    has = count > 0
+    return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
 
 
 def lovasz_extension(xp: Any, errors: Array, fg: Array, keep: Array) -> Array:
@@ -291,7 +342,9 @@ def _flat_keep(xp, keep, like):
 
 def _pool_images(xp, a):
     """(B, K, N) -> (1, K, B * N): every image's pixels in one group per class."""
-    pooled = xp.reshape(xp.permute_dims(a, (1, 0, 2)), (a.shape[1], -1))
+    pooled = xp.reshape(
+        xp.permute_dims(a, (1, 0, 2)), (a.shape[1], a.shape[0] * a.shape[2])
+    )
     return xp.expand_dims(pooled, axis=0)
 
 

@@ -103,3 +103,29 @@ def test_partials_of_family_losses():
     b = jdt_array.value_and_grad(jdt_array.cross_entropy, logits, label, gamma=2.0,
                                  ignore_index=IGNORE)  # fmt: skip
     np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("fn", [jdt_array.lovasz_softmax_loss, jdt_array.lovasz_hinge_loss])
+def test_lovasz_gradient_with_reduce_is_the_global_slice(fn):
+    """Two simulated replicas: each hand-derived gradient is its slice of the global one."""
+    kind = "binary" if fn is jdt_array.lovasz_hinge_loss else "hard"
+    logits, label, _ = case_inputs(kind, seed=3)
+    options = {"ignore_index": IGNORE, "per_image": True}
+    loss, grad = jdt_array.value_and_grad(fn, logits, label, **options)
+    halves = [slice(0, 1), slice(1, 2)]
+    others = {0: 1, 1: 0}
+    for i, part in enumerate(halves):
+        other = halves[others[i]]
+        other_sum = float(fn(logits[other], label[other], **options))  # one image each
+        # What the other replica contributes to each collective, in call order: the
+        # loss's (sum, count), then the gradient's image count.
+        contributions = [np.asarray([other_sum, 1.0]), np.asarray([1.0])]
+
+        def reduce(v, contributions=contributions):
+            return v + contributions.pop(0)
+
+        r_loss, r_grad = jdt_array.value_and_grad(
+            fn, logits[part], label[part], reduce=reduce, **options
+        )
+        np.testing.assert_allclose(float(r_loss), float(loss), rtol=1e-12)
+        np.testing.assert_allclose(r_grad, grad[part], rtol=1e-10, atol=1e-15)

@@ -1,5 +1,7 @@
 """JAX adapter: ``jax.value_and_grad`` and ``custom_vjp`` forms of the JDT losses,
-with ``axis_name=`` to sum the statistics over devices inside ``shard_map``/``pmap``.
+with ``axis_name=`` to sum the statistics over devices inside ``shard_map``/``pmap``
+(also for the per-image Lovasz losses), and the metrics' batch statistics gathered
+over devices.
 
 The core functions already work under ``jit``, ``grad`` and ``vmap``; the
 ``custom_vjp`` forms here swap the traced backward of the pixel-level part for the
@@ -9,13 +11,16 @@ hand-derived one, which keeps only the inputs as residuals and recomputes the so
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 
 from .. import jdt as core
+from .. import lovasz
 from ..jdt_grad import statistics_vjp
+from ..metrics import BatchStatistics
 
 
 def value_and_grad(
@@ -106,3 +111,62 @@ def tversky_loss(
 ) -> jax.Array:
     """:func:`jdt_array.tversky_loss` with the hand-derived ``custom_vjp``."""
     return jdt_loss(logits, label, alpha=alpha, beta=beta, **options)
+
+
+def lovasz_softmax_loss(
+    logits: jax.Array, label: jax.Array, *, axis_name: Any = None, **options: Any
+) -> jax.Array:
+    """:func:`jdt_array.lovasz_softmax_loss`, with ``axis_name`` for data parallelism.
+
+    With ``axis_name`` (a mapped axis of an enclosing ``shard_map`` or ``pmap``, or a
+    tuple of them) and ``per_image=True``, the per-image losses and image counts are
+    summed with ``jax.lax.psum``, so every device returns the mean over the global
+    batch; gradients follow ``psum`` as in :func:`jdt_loss`. ``per_image=False`` sorts
+    over the whole global batch and cannot be synchronised cheaply: it raises
+    ``ValueError``.
+    """
+    reduce = None if axis_name is None else replica_sum(axis_name)
+    return lovasz.lovasz_softmax_loss(logits, label, reduce=reduce, **options)
+
+
+def lovasz_hinge_loss(
+    logits: jax.Array, label: jax.Array, *, axis_name: Any = None, **options: Any
+) -> jax.Array:
+    """:func:`jdt_array.lovasz_hinge_loss`, with ``axis_name`` as in
+    :func:`lovasz_softmax_loss` (the default ``per_image=True`` syncs)."""
+    reduce = None if axis_name is None else replica_sum(axis_name)
+    return lovasz.lovasz_hinge_loss(logits, label, reduce=reduce, **options)
+
+
+def gather_statistics(stats: BatchStatistics, axis_name: Any) -> BatchStatistics:
+    """The metrics' statistics of the global batch, from each device's slice of it.
+
+    For evaluation inside ``shard_map`` (or ``pmap``) over ``axis_name``: the per-image
+    fields of :func:`jdt_array.metrics.batch_statistics` are concatenated over the
+    devices in axis order with ``jax.lax.all_gather``, and the summed per-class
+    calibration gaps are added with ``jax.lax.psum``. Every device gets the same
+    result, which :meth:`~jdt_array.metrics.FineGrainedMetrics.update_statistics`
+    takes as one batch; the metrics then equal a single pass over the global batch.
+    """
+    fields = {}
+    for name, value in stats._asdict().items():
+        if value is None:
+            fields[name] = None
+        elif name == "sce_gap":  # already summed over the images: add the devices'
+            fields[name] = jax.lax.psum(value, axis_name)
+        else:
+            fields[name] = _all_gather(value, axis_name)
+    return BatchStatistics(**fields)
+
+
+# Newer JAX types values inside shard_map as varying or invariant over each axis, and
+# all_gather must be asked for an invariant (replicated) result; older JAX inferred it.
+_INVARIANT = (
+    {"to": "invarying"} if "to" in inspect.signature(jax.lax.all_gather).parameters else {}
+)
+
+
+def _all_gather(value: jax.Array, axis_name: Any) -> jax.Array:
+    """``value`` concatenated over ``axis_name`` along its first axis, the same on
+    every device (so that ``shard_map`` may return it replicated)."""
+    return jax.lax.all_gather(value, axis_name, tiled=True, **_INVARIANT)

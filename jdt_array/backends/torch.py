@@ -24,6 +24,7 @@ from .torch_losses import (  # noqa: F401  (re-exported: the family's modules)
     LovaszHingeLoss,
     LovaszSoftmaxLoss,
 )
+from .torch_metrics import gather_statistics, sync_metrics  # noqa: F401
 
 BACKWARDS = ("vjp", "autodiff")
 

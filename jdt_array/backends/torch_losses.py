@@ -1,6 +1,7 @@
 """``torch.nn.Module`` forms of the rest of the loss family (re-exported by
 :mod:`jdt_array.backends.torch`). Each module stores its options and calls the
-array-API function; gradients come from autograd."""
+array-API function; gradients come from autograd. The per-image Lovasz losses can be
+synchronised over ``torch.distributed`` (``sync_stats=True``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from ..compound import ce_jdt_loss, generalized_dice_loss
 from ..cross_entropy import cross_entropy, kl_div
-from ..lovasz import lovasz_hinge_loss, lovasz_softmax_loss
+from ..lovasz import check_syncable, lovasz_hinge_loss, lovasz_softmax_loss
 
 
 class _Loss(torch.nn.Module):
@@ -97,8 +98,45 @@ class GeneralizedDiceLoss(_Loss):
         return generalized_dice_loss(logits, label, keep_mask=keep_mask, **self.options)
 
 
-class LovaszSoftmaxLoss(_Loss):
-    """:func:`jdt_array.lovasz_softmax_loss` (hard labels only)."""
+class _SyncedLoss(_Loss):
+    """A loss module whose batch statistics can be summed over ``torch.distributed``."""
+
+    def __init__(self, *, sync_stats: bool, process_group: Any, **options: Any) -> None:
+        super().__init__(**options)
+        # Imported here: jdt_array.backends.torch imports this module at its top.
+        from .torch import _check_sync
+
+        _check_sync(sync_stats, process_group)
+        check_syncable(
+            type(self).__name__, per_image=options["per_image"], synced=sync_stats
+        )
+        # A plain attribute, not a buffer: a process group is no state to save.
+        self.sync = {"sync_stats": sync_stats, "process_group": process_group}
+
+    def reduce(self):
+        """The ``reduce`` hook of the core loss: None, or the sum over the ranks."""
+        if not self.sync["sync_stats"]:
+            return None
+        from .torch import replica_sum
+
+        return replica_sum(self.sync["process_group"])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sync_stats={self.sync['sync_stats']!r}"
+
+
+class LovaszSoftmaxLoss(_SyncedLoss):
+    """:func:`jdt_array.lovasz_softmax_loss` (hard labels only).
+
+    ``sync_stats=True`` (needs ``per_image=True``) sums the per-image losses and the
+    image counts over the ranks of ``process_group`` (the default group for ``None``),
+    so every rank returns the mean over the global batch. As with
+    :class:`~jdt_array.backends.torch.JDTLoss`, each rank's gradient is ``world_size``
+    times its slice of the global-batch gradient, and ``DistributedDataParallel``'s
+    average makes the step that of one process on the global batch. The pooled loss
+    (``per_image=False``) sorts over the whole global batch and cannot be synchronised
+    cheaply: with ``sync_stats=True`` the constructor raises ``ValueError``.
+    """
 
     def __init__(
         self,
@@ -107,26 +145,50 @@ class LovaszSoftmaxLoss(_Loss):
         per_image: bool = False,
         ignore_index: int | None = None,
         class_axis: int = 1,
+        sync_stats: bool = False,
+        process_group: Any = None,
     ) -> None:
         super().__init__(
             classes=classes,
             per_image=per_image,
             ignore_index=ignore_index,
             class_axis=class_axis,
+            sync_stats=sync_stats,
+            process_group=process_group,
         )
 
     def forward(self, logits, label, keep_mask=None):
-        return lovasz_softmax_loss(logits, label, keep_mask=keep_mask, **self.options)
+        return lovasz_softmax_loss(
+            logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
+        )
 
 
-class LovaszHingeLoss(_Loss):
-    """:func:`jdt_array.lovasz_hinge_loss`: binary, one score per pixel."""
+class LovaszHingeLoss(_SyncedLoss):
+    """:func:`jdt_array.lovasz_hinge_loss`: binary, one score per pixel.
 
-    def __init__(self, *, per_image: bool = True, ignore_index: int | None = None) -> None:
-        super().__init__(per_image=per_image, ignore_index=ignore_index)
+    ``sync_stats`` and ``process_group`` as in :class:`LovaszSoftmaxLoss` (the default
+    ``per_image=True`` syncs; ``per_image=False`` with ``sync_stats=True`` raises).
+    """
+
+    def __init__(
+        self,
+        *,
+        per_image: bool = True,
+        ignore_index: int | None = None,
+        sync_stats: bool = False,
+        process_group: Any = None,
+    ) -> None:
+        super().__init__(
+            per_image=per_image,
+            ignore_index=ignore_index,
+            sync_stats=sync_stats,
+            process_group=process_group,
+        )
 
     def forward(self, logits, label, keep_mask=None):
-        return lovasz_hinge_loss(logits, label, keep_mask=keep_mask, **self.options)
+        return lovasz_hinge_loss(
+            logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
+        )
 
 
 __all__ = [

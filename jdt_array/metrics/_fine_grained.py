@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,13 @@ class FineGrainedMetrics:
     ``add`` and ``value`` are aliases of ``update`` and ``compute`` for code written for
     the reference ``MetricGroup``. For ``jax.jit``, jit :meth:`statistics` (pure) and
     feed its result to :meth:`update_statistics`.
+
+    Data-parallel evaluation over a sharded dataset: each process updates its own
+    metric, then :meth:`synced` with a framework's gather (PyTorch:
+    ``jdt_array.backends.torch_metrics.sync_metrics``) gives, on every process, the
+    metric of all shards, whose ``compute`` equals one pass over the whole dataset.
+    Inside ``shard_map``/``pmap``, ``jdt_array.backends.jax.gather_statistics`` turns
+    each device's :meth:`statistics` into those of the global batch.
 
     Args:
         num_classes: C; labels hold class ids 0 .. C - 1 (or ``ignore_index``).
@@ -186,6 +194,45 @@ class FineGrainedMetrics:
             self._chunks.append(_fold(other._pending))
         return self
 
+    def synced(
+        self, gather: Callable[[BatchStatistics], BatchStatistics]
+    ) -> FineGrainedMetrics:
+        """A new metric holding the images of every replica; self is left unchanged.
+
+        For evaluation over a dataset sharded across processes or devices, each with
+        its own metric. ``gather`` is the framework's collective: it takes this
+        replica's statistics (every image seen so far, as one
+        :class:`~jdt_array.metrics.BatchStatistics`; zero images if none) and returns
+        those of all replicas, the same on each: per-image fields concatenated, the
+        summed (C', K) ``sce_gap`` added. Per-image fields are needed for the image-
+        and class-level and worst-case metrics; the dataset level is their sum. Every
+        replica must call it, as with any collective. The adapters supply it:
+        ``jdt_array.backends.torch_metrics.sync_metrics`` for ``torch.distributed``.
+
+        Raises:
+            TypeError, ValueError: ``gather`` returned statistics of other options.
+        """
+        result = FineGrainedMetrics(
+            self.options.num_classes, ignore_index=self.options.ignore_index,
+            binary=self.options.binary, q=self.q, num_bins=self.options.num_bins,
+            calibration=self.options.calibration, eager_checks=self.eager_checks,
+        )  # fmt: skip
+        result.update_statistics(gather(self._statistics_so_far()))
+        return result
+
+    def _statistics_so_far(self) -> BatchStatistics:
+        """Every image seen so far as one statistics: on their device if they share
+        one, else in NumPy; with no image, empty NumPy statistics."""
+        chunks = self._chunks_so_far()
+        if not chunks:
+            return _empty_statistics(self.options)
+        if all(_same_place(chunks[0], chunk) for chunk in chunks):
+            return _fold(chunks)
+        return _combine(np, [_to_host(chunk) for chunk in chunks])
+
+    def _chunks_so_far(self) -> list[BatchStatistics]:
+        return self._chunks + ([_fold(self._pending)] if self._pending else [])
+
     def compute(self) -> dict[str, float]:
         """All metrics as Python floats (see the class docstring for the keys).
 
@@ -195,9 +242,8 @@ class FineGrainedMetrics:
         Raises:
             ValueError: invalid labels or predictions were seen, or no pixel was kept.
         """
-        chunks = self._chunks + ([_fold(self._pending)] if self._pending else [])
-        host = [_to_host(chunk) for chunk in chunks]
-        if not host:
+        host = [_to_host(chunk) for chunk in self._chunks_so_far()]
+        if not any(chunk.intersection.shape[0] for chunk in host):
             raise ValueError("compute() needs at least one update() with a kept pixel")
         gathered = _combine(np, host)
         _raise_bad_values(gathered, self.options)
@@ -293,6 +339,25 @@ def _combine(xp: Any, parts: list[BatchStatistics]) -> BatchStatistics:
         else:
             fields[name] = xp.concat(values, axis=0)
     return BatchStatistics(**fields)
+
+
+def _empty_statistics(options: MetricOptions) -> BatchStatistics:
+    """The statistics of no image, in NumPy (int64 counts, float64 gaps)."""
+    C, K = options.num_classes, options.num_bins
+    stats = BatchStatistics(
+        intersection=np.zeros((0, C), dtype=np.int64),
+        pred_count=np.zeros((0, C), dtype=np.int64),
+        label_count=np.zeros((0, C), dtype=np.int64),
+        bad_label=np.zeros((0,), dtype=np.int64),
+        bad_prediction=np.zeros((0,), dtype=np.int64),
+    )
+    if not options.calibration:
+        return stats
+    return stats._replace(
+        ece_gap=np.zeros((0, K), dtype=np.float64),
+        sce_image=np.zeros((0,), dtype=np.float64),
+        sce_gap=np.zeros((options.calibration_classes, K), dtype=np.float64),
+    )
 
 
 def _to_host(stats: BatchStatistics) -> BatchStatistics:

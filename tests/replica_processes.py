@@ -1,0 +1,77 @@
+"""Harness of the distributed tests: ``torch.distributed`` ranks as spawned processes
+talking over gloo on this machine, and a script run under JAX with several forced CPU
+devices. Both write their results to files that the tests then compare; both stop
+every process they start, also on failure or timeout.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def init_gloo(rank: int, rendezvous: str, world: int, timeout_s: float) -> None:
+    """Join the default process group of ``world`` ranks (in a worker process)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )  # fmt: skip
+
+
+def run_torch_ranks(worker, out_dir: Path, *, world: int, timeout_s: float) -> None:
+    """``worker(rank, rendezvous_file, out_dir)`` in ``world`` spawned processes.
+
+    Fails the test if a process fails (``join`` raises) or they outlive ``timeout_s``.
+    """
+    mp = pytest.importorskip("torch.multiprocessing")
+    context = mp.start_processes(
+        worker, args=(str(out_dir / "rendezvous"), str(out_dir)), nprocs=world,
+        join=False, start_method="spawn",
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not context.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the {world} processes did not finish in {timeout_s} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+
+
+def run_with_cpu_devices(script: str, out: Path, *, devices: int, timeout_s: float) -> None:
+    """``python script out`` with JAX on ``devices`` forced CPU devices, in float64.
+
+    XLA fixes the number of devices when JAX starts, and other test modules start it
+    first in this process, hence the subprocess.
+    """
+    pytest.importorskip("jax")
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+        f"--xla_force_host_platform_device_count={devices}",
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, script, str(out)], env=env, capture_output=True, text=True,
+        timeout=timeout_s, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def shard_map_of(jax):
+    """``jax.shard_map``, or its experimental form before JAX 0.6."""
+    shard_map = getattr(jax, "shard_map", None)
+    if shard_map is None:
+        from jax.experimental.shard_map import shard_map
+    return shard_map
