@@ -6,7 +6,7 @@ import math
 from numbers import Real
 from typing import Any
 
-from ._namespace import eager_any
+from ._namespace import eager_any, is_traced
 
 MODES = ("ALL", "PRESENT")
 
@@ -100,6 +100,8 @@ def check_hard_label_values(
     xp: Any, label: Any, num_classes: int, ignore_index: int | None, keep: Any
 ) -> None:
     """Raise when a used pixel holds a class id outside [0, num_classes)."""
+    if _within(xp, label, 0, num_classes):
+        return  # two reductions instead of a mask over every pixel: the common case
     bad = (label < 0) | (label >= num_classes)
     if ignore_index is not None:
         bad = bad & (label != ignore_index)
@@ -111,6 +113,17 @@ def check_hard_label_values(
             f"ignore_index={ignore_index!r} (label min {int(xp.min(label))}, max "
             f"{int(xp.max(label))}); pass ignore_index or keep_mask to drop those pixels"
         )
+
+
+def _within(xp: Any, values: Any, low: int, stop: int) -> bool:
+    """Whether every value lies in [low, stop); False when that cannot be read
+    (traced, or no values), which sends the caller to its elementwise check."""
+    if None in values.shape or math.prod(values.shape) == 0:
+        return False
+    lowest, highest = xp.min(values), xp.max(values)
+    if is_traced(lowest):
+        return False
+    return int(lowest) >= low and int(highest) < stop
 
 
 def check_soft_label_values(xp: Any, label: Any) -> None:

@@ -2,6 +2,8 @@
 
 Hard labels are used as indices (gather / scatter-add) instead of a one-hot comparison
 over every class: one pass over the probabilities instead of several over (B, C, N).
+Each function allocates as few pixel-sized buffers as it can (in-place updates of its
+own temporaries): on CPU a fresh buffer costs page faults as well as bandwidth.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ class TorchKernels:
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, -1)
         index, weight = _index_and_weight(label, keep, b, p.dtype)
-        p_label = p.gather(1, index).squeeze(1) * weight  # (B, N): x at each pixel's class
-        overlap = p.new_zeros(b, c).scatter_add(1, index.squeeze(1), p_label)
-        counts = p.new_zeros(b, c).scatter_add(1, index.squeeze(1), weight)
-        prob_card = (
-            p.sum(2) if keep is None else torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
-        )
+        p_label = p.gather(1, index).squeeze(1)  # (B, N): x at each pixel's class
+        if weight is None:
+            ones = p.new_ones(()).expand(p_label.shape)
+            overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
+            counts = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), ones)
+            return p.sum(2), counts, overlap
+        p_label.mul_(weight)
+        overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
+        counts = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), weight)
+        prob_card = torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
         return prob_card, counts, overlap
 
     @staticmethod
@@ -34,26 +40,24 @@ class TorchKernels:
         index, weight = _index_and_weight(label, keep, b, p.dtype)
         # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
         a = (g_prob_card + g_diff_card).to(p.dtype)
-        d_label = g_diff_card.to(p.dtype).gather(1, index.squeeze(1))  # (B, N)
-        p_label = p.gather(1, index).squeeze(1)
-        # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as indices.
-        # In-place updates of the one (B, C, N) buffer this function allocates.
-        on_label = -2 * d_label * p_label
-        inner = torch.bmm(a.unsqueeze(1), p).squeeze(1) + on_label  # (B, N)
-        grad = a.unsqueeze(2) - inner.unsqueeze(1)
+        # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as indices:
+        # on_label = -2 d_y x_y at each pixel.
+        on_label = g_diff_card.to(p.dtype).gather(1, index.squeeze(1))  # (B, N)
+        on_label.mul_(p.gather(1, index).squeeze(1)).mul_(-2)
+        inner = torch.baddbmm(on_label.unsqueeze(1), a.unsqueeze(1), p)  # (B, 1, N)
+        grad = torch.sub(a.unsqueeze(2), inner)
         grad.mul_(p).scatter_add_(1, index, on_label.unsqueeze(1))
-        if keep is not None:
+        if weight is not None:
             grad.mul_(weight.unsqueeze(1))
         return grad.reshape(prob.shape)
 
 
 def _index_and_weight(label, keep, batch, dtype):
-    """Class ids as gather indices (B, 1, N) and the 0/1 weight of each pixel (B, N);
-    dropped pixels point at class 0 with weight 0."""
+    """Class ids as gather indices (B, 1, N) and the 0/1 weight of each pixel (B, N),
+    ``None`` when every pixel counts; dropped pixels point at class 0 with weight 0."""
     flat = label.reshape(batch, 1, -1)
     if keep is None:
-        return flat.long(), torch.ones(flat.shape[0], flat.shape[2], dtype=dtype,
-                                       device=label.device)  # fmt: skip
+        return flat.long(), None
     kept = keep.reshape(batch, 1, -1)
     index = torch.where(kept, flat, 0).long()
     return index, kept.squeeze(1).to(dtype)
