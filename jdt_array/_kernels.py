@@ -1,11 +1,12 @@
 """Where a library's native kernels may replace generic array-API code, for speed.
 
-The loss maths is written once in array-API code; three hot spots have a faster form
-in some libraries: the softmax, the hard-label statistics (a per-class sum over the
-pixels of each class, which the array API can only write as a one-hot comparison over
-all C classes) and its gradient. ``kernels_for(xp)`` gives the object holding them:
-the generic array-API versions here, or an adapter from ``jdt_array.backends`` that
-must return the same values. JAX keeps the generic code, which XLA fuses.
+The loss maths is written once in array-API code; a few hot spots have a faster form
+in some libraries: the softmax, the label range check, the hard-label statistics (a
+per-class sum over the pixels of each class, which the array API can only write as a
+one-hot comparison over all C classes) and its gradient. ``kernels_for(xp)`` gives
+the object holding them: the generic array-API versions here, or an adapter from
+``jdt_array.backends`` that must return the same values. JAX keeps the generic code,
+which XLA fuses.
 """
 
 from __future__ import annotations
@@ -23,15 +24,29 @@ class Generic:
         return None
 
     @staticmethod
+    def value_range(values: Any) -> Any:
+        """(min, max) of ``values`` in one pass, or None."""
+        return None
+
+    @staticmethod
     def hard_l1_statistics(prob: Any, label: Any, keep: Any) -> Any:
         """(prob_card, label_card, overlap) for channels-first (B, C, ...) probabilities
         and an integer label, or None."""
         return None
 
     @staticmethod
-    def hard_l1_vjp(prob: Any, label: Any, keep: Any, g_prob_card: Any, g_diff_card: Any):
+    def hard_l1_vjp(
+        prob: Any,
+        label: Any,
+        keep: Any,
+        g_prob_card: Any,
+        g_diff_card: Any,
+        *,
+        overwrite: bool = False,
+    ) -> Any:
         """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for
-        channels-first probabilities and an integer label, or None."""
+        channels-first probabilities and an integer label, or None. ``overwrite=True``
+        allows the kernel to write the gradient into ``prob``'s memory."""
         return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ._kernels import kernels_for
-from ._namespace import device
+from ._namespace import device, zero_d
 
 
 class Statistics(NamedTuple):
@@ -110,6 +110,19 @@ def class_mask(xp: Any, label: Any, keep: Any, class_axis: int, num_classes: int
     classes = xp.arange(num_classes, dtype=label.dtype, device=device(label))
     is_class = xp.expand_dims(label, axis=class_axis) == xp.reshape(classes, tuple(shape))
     return is_class if keep is None else is_class & xp.expand_dims(keep, axis=class_axis)
+
+
+def masked_mean(xp: Any, values: Any, mask: Any, axis: Any = None) -> Any:
+    """Mean of ``values`` where ``mask`` (all if None) over ``axis``; 0 where nothing is.
+
+    The double where keeps 0 / 0 out of both the value and the gradient.
+    """
+    if mask is None:
+        return zero_d(xp, xp.mean(values, axis=axis))
+    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
+    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
+    has = count > 0
+    return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
 
 
 def _spatial_axes(ndim: int, class_axis: int) -> tuple[int, ...]:

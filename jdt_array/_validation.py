@@ -6,6 +6,7 @@ import math
 from numbers import Real
 from typing import Any
 
+from ._kernels import kernels_for
 from ._namespace import eager_any, is_traced
 
 MODES = ("ALL", "PRESENT")
@@ -120,7 +121,8 @@ def _within(xp: Any, values: Any, low: int, stop: int) -> bool:
     (traced, or no values), which sends the caller to its elementwise check."""
     if None in values.shape or math.prod(values.shape) == 0:
         return False
-    lowest, highest = xp.min(values), xp.max(values)
+    native = kernels_for(xp).value_range(values)
+    lowest, highest = native if native is not None else (xp.min(values), xp.max(values))
     if is_traced(lowest):
         return False
     return int(lowest) >= low and int(highest) < stop

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import _validation as check
-from ._namespace import compute_dtype, device, namespace_of, zero_d
+from ._namespace import compute_dtype, namespace_of, zero_d
+from ._statistics import class_mask, masked_mean
 
 __all__ = ["cross_entropy", "kl_div"]
 
@@ -78,7 +79,7 @@ def cross_entropy(
         check.check_hard_label_values(
             xp, label, logits.shape[axis], ignore_index, keep_mask
         )
-        is_class = one_hot_mask(xp, label, logits.shape[axis], axis)
+        is_class = class_mask(xp, label, None, axis, logits.shape[axis])
         # Summing the log-probabilities over a one-hot mask picks log p_t without a gather.
         log_p = xp.sum(xp.where(is_class, log_prob, 0.0), axis=axis)
         per_pixel = -_focal_factor(xp, log_p, gamma) * log_p
@@ -164,15 +165,6 @@ def log_softmax(xp: Any, logits: Any, axis: int, dtype: Any, *, temperature: flo
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
-def one_hot_mask(xp: Any, label: Any, num_classes: int, class_axis: int) -> Any:
-    """Boolean one-hot of an integer ``label``, with the classes inserted at ``class_axis``;
-    out-of-range ids give a pixel of no class."""
-    shape = [1] * (label.ndim + 1)
-    shape[class_axis] = num_classes
-    classes = xp.arange(num_classes, dtype=label.dtype, device=device(label))
-    return xp.expand_dims(label, axis=class_axis) == xp.reshape(classes, tuple(shape))
-
-
 def kept_pixels(xp: Any, label: Any, ignore_index: int | None, keep_mask: Any) -> Any:
     """The pixels a hard-label loss uses (``keep_mask`` and not ``ignore_index``), or None
     when all are."""
@@ -180,19 +172,6 @@ def kept_pixels(xp: Any, label: Any, ignore_index: int | None, keep_mask: Any) -
         return keep_mask
     kept = label != ignore_index
     return kept if keep_mask is None else keep_mask & kept
-
-
-def masked_mean(xp: Any, values: Any, mask: Any, axis: Any = None) -> Any:
-    """Mean of ``values`` where ``mask`` (all if None) over ``axis``; 0 where nothing is.
-
-    The double where keeps 0 / 0 out of both the value and the gradient.
-    """
-    if mask is None:
-        return zero_d(xp, xp.mean(values, axis=axis))
-    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
-    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
-    has = count > 0
-    return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
 
 
 def _focal_factor(xp: Any, log_p: Any, gamma: float) -> Any:

@@ -12,8 +12,9 @@ from typing import Any
 
 from ._namespace import compute_dtype, device, namespace_of
 from ._reduction import levels, statistics_grad, sum_over_replicas
+from ._statistics import class_mask
 from .compound import ce_jdt_loss, generalized_dice_loss, sudre_weights
-from .cross_entropy import cross_entropy, kept_pixels, kl_div, log_softmax, one_hot_mask
+from .cross_entropy import cross_entropy, kept_pixels, kl_div, log_softmax
 from .jdt import JDTOptions, prepare
 from .jdt_grad import jdt_value_and_grad, loss_shape, softmax_vjp, statistics_vjp
 from .lovasz import jaccard_increments, lovasz_hinge_loss, lovasz_softmax_loss
@@ -51,7 +52,7 @@ def cross_entropy_value_and_grad(
         slope = xp.where(positive, gamma * q_safe ** (gamma - 1) * p * log_p, 0.0)
         weight = xp.where(positive, q_safe**gamma, 0.0) - slope
     if xp.isdtype(label.dtype, "integral"):
-        is_class = xp.astype(one_hot_mask(xp, label, logits.shape[axis], axis), p.dtype)
+        is_class = xp.astype(class_mask(xp, label, None, axis, logits.shape[axis]), p.dtype)
         h = -is_class * weight
         keep = kept_pixels(xp, label, ignore_index, keep_mask)
     else:

@@ -2,7 +2,7 @@
 
 NumPy, CuPy and array-api-strict have no autodiff; this vector-Jacobian product lets
 their users train and gradient-check with the package, and serves PyTorch and JAX as a
-lean backward that keeps only the inputs (the softmax is recomputed) instead of a tape.
+lean backward that keeps the probabilities alone instead of a tape.
 
 The chain: class losses -> tp, fp, fn (see ``_reduction``) -> the cardinalities
 |x| and |x - y| -> the probabilities x -> the logits through the softmax.
@@ -58,16 +58,26 @@ def jdt_value_and_grad(
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
-def statistics_vjp(inputs: Prepared, g_prob_card: Array, g_diff_card: Array) -> Array:
+def statistics_vjp(
+    inputs: Prepared, g_prob_card: Array, g_diff_card: Array, *, overwrite: bool = False
+) -> Array:
     """The gradient with respect to the logits of ``sum(g_prob_card * |x|) +
     sum(g_diff_card * |x - y|)``, both (B, C), in the accumulation dtype.
+
+    ``overwrite=True`` lets a native kernel write the gradient into ``inputs.prob``
+    (for a caller that owns the probabilities and needs them no more).
 
     The pixel-level half of the chain, which the adapters' lean backward passes use:
     everything after the (B, C) statistics is left to the framework's autodiff.
     """
     if inputs.hard and inputs.norm == 1 and inputs.class_axis == 1:
         native = kernels_for(inputs.xp).hard_l1_vjp(
-            inputs.prob, inputs.label, inputs.keep, g_prob_card, g_diff_card
+            inputs.prob,
+            inputs.label,
+            inputs.keep,
+            g_prob_card,
+            g_diff_card,
+            overwrite=overwrite,
         )
         if native is not None:
             return native

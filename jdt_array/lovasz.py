@@ -32,8 +32,8 @@ from typing import Any
 from . import _validation as check
 from ._namespace import compute_dtype, device, eager_any, namespace_of, zero_d
 from ._reduction import check_reduce, sum_over_replicas
-from ._statistics import softmax
-from .cross_entropy import kept_pixels, masked_mean
+from ._statistics import masked_mean, softmax
+from .cross_entropy import kept_pixels
 
 __all__ = ["lovasz_hinge_loss", "lovasz_softmax_loss"]
 

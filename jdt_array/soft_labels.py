@@ -24,8 +24,7 @@ from typing import Any
 
 from . import _validation as check
 from ._namespace import compute_dtype, device, namespace_of
-from ._statistics import softmax
-from .cross_entropy import one_hot_mask
+from ._statistics import class_mask, softmax
 
 __all__ = ["average_annotators", "label_smoothing", "teacher_probabilities"]
 
@@ -83,7 +82,7 @@ def label_smoothing(
     keep = None if ignore_index is None else label != ignore_index
     check.check_hard_label_values(xp, label, num_classes, ignore_index, None)
 
-    one_hot = xp.astype(one_hot_mask(xp, label, num_classes, axis), dtype)
+    one_hot = xp.astype(class_mask(xp, label, None, axis, num_classes), dtype)
     smoothed = (1.0 - epsilon) * one_hot + epsilon / num_classes
     if window is not None:
         near = near_boundary(xp, label, keep, num_classes, window)
@@ -140,7 +139,7 @@ def average_annotators(
     dtype = _float_dtype(xp, dtype)
     check.check_hard_label_values(xp, labels, num_classes, ignore_index, None)
 
-    votes = xp.astype(one_hot_mask(xp, labels, num_classes, axis + 1), dtype)
+    votes = xp.astype(class_mask(xp, labels, None, axis + 1, num_classes), dtype)
     total = xp.sum(votes, axis=0)
     if ignore_index is None:
         return total / labels.shape[0]

@@ -168,3 +168,18 @@ def test_module_on_cuda_matches_cpu():
     value_gpu.backward()
     assert value_gpu.item() == pytest.approx(value.item(), rel=1e-9)
     assert torch.isfinite(x_gpu.grad).all()
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_second_backward_recomputes(soft):
+    """The lean backward writes its gradient into the saved probabilities; a second
+    backward through the same graph (retain_graph) must not see them overwritten."""
+    *_, x, y, keep_t = data(5, soft=soft)
+    options = {"keep_mask": keep_t, "mIoUI": 0.5, "ignore_index": None if soft else IGNORE}
+    loss = jt.jdt_loss(x, y, backward="vjp", **options)
+    (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, x)
+    reference = jt.jdt_loss(x, y, backward="autodiff", **options)
+    (want,) = torch.autograd.grad(reference, x)
+    torch.testing.assert_close(first, want, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(second, want, rtol=1e-9, atol=1e-12)

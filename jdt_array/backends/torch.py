@@ -43,24 +43,30 @@ def value_and_grad(
 class _LeanStatistics(torch.autograd.Function):
     """The (B, C) statistics of softmax(logits) with the hand-derived backward.
 
-    Saves only the inputs and recomputes the softmax in the backward pass, instead of
-    keeping the probabilities and the pixel-level intermediates on the autograd tape.
-    The small (B, C) rest of the loss, collectives included, is left to autograd.
+    Keeps the probabilities (not the pixel-level intermediates of an autograd tape) and
+    writes the gradient into their memory, so the step allocates one logits-sized
+    buffer in all, the gradient; a second backward (``retain_graph=True``) recomputes
+    them. The small (B, C) rest of the loss, collectives included, is left to autograd.
     """
 
     @staticmethod
     def forward(ctx, logits, label, keep_mask, setup):
-        stats = core.prepare(logits, label, keep_mask, *setup).statistics()
+        inputs = core.prepare(logits, label, keep_mask, *setup)
+        stats = inputs.statistics()
         ctx.save_for_backward(logits, label, keep_mask)
         ctx.setup = setup
+        # An attribute, not a saved tensor: the backward releases (and overwrites) it.
+        ctx.inputs = inputs
         ctx.mark_non_differentiable(stats.label_card, stats.label_max)
         return tuple(stats)
 
     @staticmethod
     def backward(ctx, g_prob_card, g_label_card, g_diff_card, g_label_max):
         logits, label, keep_mask = ctx.saved_tensors
-        inputs = core.prepare(logits, label, keep_mask, *ctx.setup, check_values=False)
-        grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
+        inputs, ctx.inputs = ctx.inputs, None
+        if inputs is None:  # a second backward: the first one used the probabilities
+            inputs = core.prepare(logits, label, keep_mask, *ctx.setup, check_values=False)
+        grad = statistics_vjp(inputs, g_prob_card, g_diff_card, overwrite=True)
         return grad.to(logits.dtype), None, None, None
 
 
@@ -116,8 +122,9 @@ def jdt_loss(
     """:func:`jdt_array.jdt_loss` with a choice of backward pass and optional
     synchronisation across data-parallel processes.
 
-    ``backward="vjp"`` uses the hand-derived gradient for the pixel-level part (saves
-    only the inputs); ``"autodiff"`` lets autograd record the whole forward pass.
+    ``backward="vjp"`` uses the hand-derived gradient for the pixel-level part: it keeps
+    the probabilities and writes the gradient into their memory (one logits-sized
+    buffer for the whole step); ``"autodiff"`` lets autograd record the forward pass.
 
     ``sync_stats=True`` sums the statistics over the ranks of ``process_group`` (the
     default group for ``None``) before the ratios, so every rank returns the loss of

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import torch
 
+from .._kernels import Generic
 
-class TorchKernels:
+# The class blocks of an in-place gradient: the temporary is 1/_BLOCKS of the logits.
+_BLOCKS = 8
+
+
+class TorchKernels(Generic):
     @staticmethod
     def softmax(x: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.softmax(x, dim=axis)
+
+    @staticmethod
+    def value_range(values: torch.Tensor):
+        return torch.aminmax(values)  # one pass; amin alone is slow on int64 CPU tensors
 
     @staticmethod
     def hard_l1_statistics(prob, label, keep):
@@ -34,7 +43,7 @@ class TorchKernels:
         return prob_card, counts, overlap
 
     @staticmethod
-    def hard_l1_vjp(prob, label, keep, g_prob_card, g_diff_card):
+    def hard_l1_vjp(prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False):
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, -1)
         index, weight = _index_and_weight(label, keep, b, p.dtype)
@@ -45,8 +54,17 @@ class TorchKernels:
         on_label = g_diff_card.to(p.dtype).gather(1, index.squeeze(1))  # (B, N)
         on_label.mul_(p.gather(1, index).squeeze(1)).mul_(-2)
         inner = torch.baddbmm(on_label.unsqueeze(1), a.unsqueeze(1), p)  # (B, 1, N)
-        grad = torch.sub(a.unsqueeze(2), inner)
-        grad.mul_(p).scatter_add_(1, index, on_label.unsqueeze(1))
+        if overwrite:
+            grad = p
+            # x * (a - inner) class block by class block, so that the temporary of
+            # (a - inner) is a fraction of the probabilities, not a second copy.
+            step = max(1, c // _BLOCKS)
+            for start in range(0, c, step):
+                block = slice(start, start + step)
+                grad[:, block].mul_(a[:, block, None] - inner)
+        else:
+            grad = torch.sub(a.unsqueeze(2), inner).mul_(p)
+        grad.scatter_add_(1, index, on_label.unsqueeze(1))
         if weight is not None:
             grad.mul_(weight.unsqueeze(1))
         return grad.reshape(prob.shape)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from .. import _validation as check
 from .._namespace import compute_dtype, device, namespace_of
+from .._statistics import masked_mean
 
 __all__ = ["BatchStatistics", "MetricOptions", "batch_statistics"]
 
@@ -282,7 +283,7 @@ def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
     if options.binary:
         sce_image = per_class[:, 0]
     else:
-        sce_image = _masked_mean(xp, per_class, stats.label_count > 0, axis=1)
+        sce_image = masked_mean(xp, per_class, stats.label_count > 0, axis=1)
     return stats._replace(
         bad_prediction=bad_prediction,
         ece_gap=ece_gap,
@@ -304,11 +305,3 @@ def _binned_gaps(xp, conf: Array, correct: Array, counted: Array, num_bins: int)
         index = index + xp.astype(conf >= k / num_bins, index_dtype)
     gaps = [xp.sum(xp.where(index == k, gap, 0.0), axis=-1) for k in range(num_bins)]
     return xp.stack(gaps, axis=-1)
-
-
-def _masked_mean(xp, values: Array, mask: Array, axis: int) -> Array:
-    """Mean of ``values`` where ``mask``, 0 where nothing is masked (a double where)."""
-    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
-    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
-    has = count > 0
-    return xp.where(has, total / xp.where(has, count, 1.0), 0.0)

@@ -1,0 +1,73 @@
+"""The native kernels (PyTorch, NumPy) give what the generic array-API code gives.
+
+The losses' tests check every backend against the float64 reference; these check the
+kernels on their own, on the cases that take different branches inside them: every
+pixel kept, a keep mask, a label with several classes absent, float32 and float64.
+"""
+
+import numpy as np
+import pytest
+
+from jdt_array._kernels import Generic, kernels_for
+from jdt_array._statistics import hard_statistics, softmax
+from jdt_array.jdt import Prepared
+from jdt_array.jdt_grad import statistics_vjp
+
+CASES = [
+    pytest.param((2, 5, 7, 6), None, id="all-kept"),
+    pytest.param((3, 4, 9), 0.3, id="keep-mask"),
+    pytest.param((1, 6, 3, 4, 5), 1.0, id="nothing-kept"),
+]
+
+
+def _inputs(backend, shape, drop, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = backend.asarray(3 * rng.standard_normal(shape))
+    # Classes >= 2 never appear: their counts and overlaps must come out as 0.
+    label = backend.asarray(rng.integers(0, 2, size=(shape[0], *shape[2:])))
+    keep = None if drop is None else backend.asarray(rng.random(label.shape) >= drop)
+    return logits, label, keep
+
+
+def _with_generic(monkeypatch, fn):
+    import jdt_array._statistics
+    import jdt_array.jdt_grad
+
+    monkeypatch.setattr(jdt_array._statistics, "kernels_for", lambda xp: Generic)
+    monkeypatch.setattr(jdt_array.jdt_grad, "kernels_for", lambda xp: Generic)
+    try:
+        return fn()
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["new-buffer", "overwrite"])
+@pytest.mark.parametrize("shape, drop", CASES)
+def test_native_statistics_and_gradient_equal_generic(
+    backend, monkeypatch, shape, drop, overwrite
+):
+    xp = backend.xp
+    if kernels_for(xp) is Generic:
+        pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
+    logits, label, keep = _inputs(backend, shape, drop)
+    rng = np.random.default_rng(1)
+    g_prob = backend.asarray(rng.standard_normal(shape[:2]))
+    g_diff = backend.asarray(rng.standard_normal(shape[:2]))
+
+    def compute():
+        prob = softmax(xp, logits, 1, logits.dtype)
+        stats = hard_statistics(xp, prob, label, keep, 1, 1.0)
+        # A probabilities buffer of its own, which overwrite=True may reuse.
+        own = softmax(xp, logits, 1, logits.dtype)
+        inputs = Prepared(xp, own, label, keep, 1, 1.0, True)
+        grad = statistics_vjp(inputs, g_prob, g_diff, overwrite=overwrite)
+        return [prob, *stats, grad]
+
+    native = compute()
+    generic = _with_generic(monkeypatch, compute)
+    for got, want in zip(native, generic, strict=True):
+        assert got.dtype == want.dtype and tuple(got.shape) == tuple(want.shape)
+        np.testing.assert_allclose(
+            backend.to_numpy(got), backend.to_numpy(want),
+            rtol=backend.rtol, atol=backend.atol,
+        )  # fmt: skip
