@@ -54,7 +54,8 @@ def jdt_value_and_grad(
     parts = levels(inputs.statistics(), opts, inputs.hard, weights, reduce)
     loss = loss_from_levels(xp, parts, opts, weights, reduce)
     g_prob_card, g_diff_card = statistics_grad(xp, parts, opts, weights, loss_shape(inputs))
-    grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
+    # The probabilities are this function's own and not needed after: reuse them.
+    grad = statistics_vjp(inputs, g_prob_card, g_diff_card, overwrite=True)
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
