@@ -1,9 +1,10 @@
 """Where a library's native kernels may replace generic array-API code, for speed.
 
 The loss maths is written once in array-API code; a few hot spots have a faster form
-in some libraries: the softmax, the label range check, the hard-label statistics (a
-per-class sum over the pixels of each class, which the array API can only write as a
-one-hot comparison over all C classes) and its gradient. ``kernels_for(xp)`` gives
+in some libraries: the softmax, the argmax and per-class pixel counts of the metrics,
+the label range check, the hard-label statistics (a per-class sum over the pixels of
+each class, which the array API can only write as a one-hot comparison over all C
+classes) and its gradient. ``kernels_for(xp)`` gives
 the object holding them: the generic array-API versions here, or an adapter from
 ``jdt_array.backends`` that must return the same values. JAX keeps the generic code,
 which XLA fuses.
@@ -21,6 +22,17 @@ class Generic:
 
     @staticmethod
     def softmax(x: Any, axis: int) -> Any:
+        return None
+
+    @staticmethod
+    def argmax(x: Any, axis: int) -> Any:
+        """The first index of the maximum along ``axis``, or None."""
+        return None
+
+    @staticmethod
+    def class_counts(ids: Any, num_classes: int) -> Any:
+        """(B, C) counts of each class id in (B, N) ids in [0, C] (C: no class), in the
+        default integer dtype, or None."""
         return None
 
     @staticmethod
@@ -60,3 +72,8 @@ def kernels_for(xp: Any) -> Any:
 
         return NumPyKernels
     return Generic
+
+
+def argmax(xp: Any, x: Any, axis: int) -> Any:
+    native = kernels_for(xp).argmax(x, axis)
+    return xp.argmax(x, axis=axis) if native is None else native

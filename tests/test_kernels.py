@@ -8,7 +8,7 @@ pixel kept, a keep mask, a label with several classes absent, float32 and float6
 import numpy as np
 import pytest
 
-from jdt_array._kernels import Generic, kernels_for
+from jdt_array._kernels import Generic, argmax, kernels_for
 from jdt_array._statistics import hard_statistics, softmax
 from jdt_array.jdt import Prepared
 from jdt_array.jdt_grad import statistics_vjp
@@ -71,3 +71,22 @@ def test_native_statistics_and_gradient_equal_generic(
             backend.to_numpy(got), backend.to_numpy(want),
             rtol=backend.rtol, atol=backend.atol,
         )  # fmt: skip
+
+
+def test_native_metric_kernels_equal_generic(backend):
+    """argmax (ties: the first index) and per-class counts, as the metrics use them."""
+    xp = backend.xp
+    kernels = kernels_for(xp)
+    if kernels is Generic:
+        pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
+    rng = np.random.default_rng(2)
+    # Rounded scores: many ties, which must resolve to the first class as in argmax.
+    scores = backend.asarray(np.round(rng.random((3, 5, 40)), 1))
+    want = backend.to_numpy(xp.argmax(scores, axis=1))
+    assert (backend.to_numpy(argmax(xp, scores, 1)) == want).all()
+
+    ids = rng.integers(0, 6, size=(3, 40)).astype(np.int32)  # 5: no class
+    want = np.stack([np.bincount(row, minlength=6)[:5] for row in ids])
+    got = kernels.class_counts(backend.asarray(ids), 5)
+    assert backend.to_numpy(got).dtype == np.int64
+    np.testing.assert_array_equal(backend.to_numpy(got), want)

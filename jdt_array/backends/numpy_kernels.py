@@ -26,6 +26,29 @@ class NumPyKernels(Generic):
         return e
 
     @staticmethod
+    def argmax(x: np.ndarray, axis: int) -> np.ndarray:
+        # np.argmax over a non-last axis copies the array to a transposed layout; a
+        # running maximum over the classes reads each class slice once. Strictly greater
+        # keeps the first index on ties, as argmax does.
+        axis = axis % x.ndim
+        at = lambda c: x[(slice(None),) * axis + (c,)]  # noqa: E731
+        best = at(0).copy()
+        index = np.zeros(best.shape, dtype=np.intp)
+        better = np.empty(best.shape, dtype=bool)
+        for c in range(1, x.shape[axis]):
+            np.greater(at(c), best, out=better)
+            np.maximum(best, at(c), out=best)
+            np.putmask(index, better, c)
+        return index
+
+    @staticmethod
+    def class_counts(ids: np.ndarray, num_classes: int) -> np.ndarray:
+        b = ids.shape[0]
+        rows = ids + (num_classes + 1) * np.arange(b, dtype=np.intp)[:, None]
+        counts = np.bincount(rows.ravel(), minlength=b * (num_classes + 1))
+        return counts.reshape(b, num_classes + 1)[:, :num_classes].astype(np.int64)
+
+    @staticmethod
     def hard_l1_statistics(prob, label, keep):
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, -1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _validation as check
+from .._kernels import argmax, kernels_for
 from .._namespace import compute_dtype, device, namespace_of
 from .._statistics import masked_mean
 
@@ -140,17 +141,16 @@ def batch_statistics(
         bad_prediction = _count(xp, counted & ~pred_ok, 1)
         used = counted & pred_ok
     else:
-        pred = xp.reshape(xp.argmax(prob_or_pred, axis=axis), flat)
+        pred = xp.reshape(argmax(xp, prob_or_pred, axis), flat)
         bad_prediction = xp.zeros_like(bad_label)
         used = counted
     prd = xp.astype(xp.where(used, pred, C), xp.int32)
 
-    classes = _class_ids(xp, 0, C, device(lab))
     hit = xp.where(prd == lab, lab, C)  # the class of correctly predicted pixels, else C
     stats = BatchStatistics(
-        intersection=_count(xp, _one_hot(xp, hit, classes), 2),
-        pred_count=_count(xp, _one_hot(xp, prd, classes), 2),
-        label_count=_count(xp, _one_hot(xp, lab, classes), 2),
+        intersection=_class_counts(xp, hit, C),
+        pred_count=_class_counts(xp, prd, C),
+        label_count=_class_counts(xp, lab, C),
         bad_label=bad_label,
         bad_prediction=bad_prediction,
     )
@@ -248,6 +248,15 @@ def _class_ids(xp, start: int, stop: int, dev) -> Array:
 def _one_hot(xp, ids: Array, classes: Array) -> Array:
     """(B, C', N) booleans ids == class, by broadcasting (never a float one-hot array)."""
     return xp.expand_dims(ids, axis=1) == classes
+
+
+def _class_counts(xp, ids: Array, num_classes: int) -> Array:
+    """(B, C) pixel counts of each class in (B, N) ids, where id C is no class."""
+    native = kernels_for(xp).class_counts(ids, num_classes)
+    if native is not None:
+        return native
+    classes = _class_ids(xp, 0, num_classes, device(ids))
+    return _count(xp, _one_hot(xp, ids, classes), 2)
 
 
 def _count(xp, mask: Array, axis: int) -> Array:
