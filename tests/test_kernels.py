@@ -74,14 +74,19 @@ def test_native_statistics_and_gradient_equal_generic(
 
 
 def test_native_metric_kernels_equal_generic(backend):
-    """argmax (ties: the first index) and per-class counts, as the metrics use them."""
+    """argmax (ties and NaN: the first index) and per-class counts, as the metrics use
+    them."""
     xp = backend.xp
     kernels = kernels_for(xp)
     if kernels is Generic:
         pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
     rng = np.random.default_rng(2)
     # Rounded scores: many ties, which must resolve to the first class as in argmax.
-    scores = backend.asarray(np.round(rng.random((3, 5, 40)), 1))
+    # NaN scores: argmax names the first NaN; the kernels must too.
+    rounded = np.round(rng.random((3, 5, 40)), 1)
+    rounded[0, 2:4, :3] = np.nan
+    rounded[1, 0, 5] = np.nan
+    scores = backend.asarray(rounded)
     want = backend.to_numpy(xp.argmax(scores, axis=1))
     assert (backend.to_numpy(argmax(xp, scores, 1)) == want).all()
 

@@ -28,17 +28,21 @@ class NumPyKernels(Generic):
     @staticmethod
     def argmax(x: np.ndarray, axis: int) -> np.ndarray:
         # np.argmax over a non-last axis copies the array to a transposed layout; a
-        # running maximum over the classes reads each class slice once. Strictly greater
-        # keeps the first index on ties, as argmax does.
+        # running maximum over the classes reads each class slice once. As in argmax,
+        # ties keep the first index and the first NaN wins: a class replaces the best
+        # so far unless it is <= it or the best is already NaN.
         axis = axis % x.ndim
         at = lambda c: x[(slice(None),) * axis + (c,)]  # noqa: E731
         best = at(0).copy()
         index = np.zeros(best.shape, dtype=np.intp)
         better = np.empty(best.shape, dtype=bool)
+        best_is_number = np.empty(best.shape, dtype=bool)
         for c in range(1, x.shape[axis]):
-            np.greater(at(c), best, out=better)
-            np.maximum(best, at(c), out=best)
+            np.less_equal(at(c), best, out=better)
+            np.equal(best, best, out=best_is_number)
+            np.greater(best_is_number, better, out=better)  # number and not <=
             np.putmask(index, better, c)
+            np.maximum(best, at(c), out=best)
         return index
 
     @staticmethod
