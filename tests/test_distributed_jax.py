@@ -8,13 +8,12 @@ compare them.
 """
 
 import functools
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
+from replica_processes import run_with_cpu_devices, shard_map_of
 
 DEVICES = 4
 SHAPE = (2 * DEVICES, 4, 5, 6)  # global batch: two images per device
@@ -78,9 +77,7 @@ def run_devices(out_path):
     from jdt_array.backends import jax as jj
 
     assert jax.device_count() == DEVICES, jax.devices()
-    shard_map = getattr(jax, "shard_map", None)
-    if shard_map is None:  # jax < 0.6
-        from jax.experimental.shard_map import shard_map
+    shard_map = shard_map_of(jax)
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     batch = P("batch")
 
@@ -159,18 +156,8 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
-    pytest.importorskip("jax")
     out = tmp_path_factory.mktemp("devices") / "results.npz"
-    env = dict(
-        os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
-        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-        f"--xla_force_host_platform_device_count={DEVICES}",
-    )  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
-        timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_with_cpu_devices(__file__, out, devices=DEVICES, timeout_s=TIMEOUT_S)
     return dict(np.load(out))
 
 

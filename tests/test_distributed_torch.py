@@ -5,13 +5,12 @@ The two processes run every case once (a module fixture) and save their results;
 tests compare them with a single process on the global batch.
 """
 
-import datetime
 import os
-import time
 
 import numpy as np
 import pytest
 from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
+from replica_processes import init_gloo, run_torch_ranks
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -92,11 +91,7 @@ def train_step(model, image, label, loss_fn):
 
 
 def worker(rank, init_file, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-        timeout=datetime.timedelta(seconds=TIMEOUT_S),
-    )  # fmt: skip
+    init_gloo(rank, init_file, WORLD, TIMEOUT_S)
     try:
         mine = slice(rank * SHAPE[0] // WORLD, (rank + 1) * SHAPE[0] // WORLD)
         group = dist.new_group(list(range(WORLD)))  # an explicit process_group
@@ -131,23 +126,8 @@ def worker(rank, init_file, out_dir):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """The results of the two processes: one dict per rank."""
-    mp = pytest.importorskip("torch.multiprocessing")
     out = tmp_path_factory.mktemp("distributed")
-    context = mp.start_processes(
-        worker, args=(str(out / "rendezvous"), str(out)), nprocs=WORLD, join=False,
-        start_method="spawn",
-    )  # fmt: skip
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        # join raises if a process failed (and then stops the others).
-        while not context.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the {WORLD} processes did not finish in {TIMEOUT_S} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-            process.join()
+    run_torch_ranks(worker, out, world=WORLD, timeout_s=TIMEOUT_S)
     return [dict(np.load(out / f"rank{r}.npz")) for r in range(WORLD)]
 
 
