@@ -31,8 +31,11 @@ def init_gloo(rank: int, rendezvous: str, world: int, timeout_s: float) -> None:
 def run_torch_ranks(worker, out_dir: Path, *, world: int, timeout_s: float) -> None:
     """``worker(rank, rendezvous_file, out_dir)`` in ``world`` spawned processes.
 
-    Fails the test if a process fails (``join`` raises) or they outlive ``timeout_s``.
+    Skips the test without ``torch.distributed``; fails it if a process fails
+    (``join`` raises) or they outlive ``timeout_s``.
     """
+    if not pytest.importorskip("torch.distributed").is_available():
+        pytest.skip("torch.distributed is not available")
     mp = pytest.importorskip("torch.multiprocessing")
     context = mp.start_processes(
         worker, args=(str(out_dir / "rendezvous"), str(out_dir)), nprocs=world,

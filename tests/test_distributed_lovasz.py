@@ -215,10 +215,6 @@ def worker(rank, rendezvous, out_dir):
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    pytest.importorskip("torch")
-    dist = pytest.importorskip("torch.distributed")
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
     out = tmp_path_factory.mktemp("lovasz-ranks")
     run_torch_ranks(worker, out, world=WORLD, timeout_s=TIMEOUT_S)
     return [dict(np.load(out / f"rank{r}.npz")) for r in range(WORLD)]

@@ -235,10 +235,6 @@ def worker(rank, rendezvous, out_dir):
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    pytest.importorskip("torch")
-    dist = pytest.importorskip("torch.distributed")
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
     out = tmp_path_factory.mktemp("metric-ranks")
     run_torch_ranks(worker, out, world=WORLD, timeout_s=TIMEOUT_S)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
