@@ -4,10 +4,9 @@ The loss maths is written once in array-API code; a few hot spots have a faster 
 in some libraries: the softmax, the argmax and per-class pixel counts of the metrics,
 the label range check, the hard-label statistics (a per-class sum over the pixels of
 each class, which the array API can only write as a one-hot comparison over all C
-classes) and its gradient. ``kernels_for(xp)`` gives
-the object holding them: the generic array-API versions here, or an adapter from
-``jdt_array.backends`` that must return the same values. JAX keeps the generic code,
-which XLA fuses.
+classes) and its gradient. ``kernels_for(xp)`` gives the object holding them: the
+generic array-API versions here, or an adapter from ``jdt_array.backends`` that must
+return the same values. JAX keeps the generic code, which XLA fuses.
 """
 
 from __future__ import annotations

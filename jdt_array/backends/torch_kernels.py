@@ -44,14 +44,13 @@ class TorchKernels(Generic):
         index, weight = _index_and_weight(label, keep, b, p.dtype)
         p_label = p.gather(1, index).squeeze(1)  # (B, N): x at each pixel's class
         if weight is None:
-            ones = p.new_ones(()).expand(p_label.shape)
-            overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
-            counts = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), ones)
-            return p.sum(2), counts, overlap
-        p_label.mul_(weight)
+            weight = p.new_ones(()).expand(p_label.shape)  # no buffer: a broadcast 1
+            prob_card = p.sum(2)
+        else:
+            p_label.mul_(weight)
+            prob_card = torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
         overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
         counts = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), weight)
-        prob_card = torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
         return prob_card, counts, overlap
 
     @staticmethod
