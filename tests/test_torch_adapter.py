@@ -183,3 +183,18 @@ def test_second_backward_recomputes(soft):
     (want,) = torch.autograd.grad(reference, x)
     torch.testing.assert_close(first, want, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(second, want, rtol=1e-9, atol=1e-12)
+
+
+def test_second_derivative_raises_for_the_hand_backward():
+    """The hand-derived backward has no derivative of its own: asking for one
+    (create_graph) must fail with a pointer to autodiff, not give a wrong or missing
+    second derivative."""
+    *_, x, y, keep_t = data(6)
+    loss = jt.jdt_loss(x, y, keep_mask=keep_t, ignore_index=IGNORE, backward="vjp")
+    with pytest.raises(RuntimeError, match="backward='autodiff'"):
+        torch.autograd.grad(loss, x, create_graph=True)
+    # autodiff keeps the full graph: its second derivative exists.
+    loss = jt.jdt_loss(x, y, keep_mask=keep_t, ignore_index=IGNORE, backward="autodiff")
+    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    (second,) = torch.autograd.grad(grad.sum(), x)
+    assert torch.isfinite(second).all()

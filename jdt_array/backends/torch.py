@@ -62,6 +62,12 @@ class _LeanStatistics(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_prob_card, g_label_card, g_diff_card, g_label_max):
+        if torch.is_grad_enabled():  # create_graph=True: a derivative of this backward
+            raise RuntimeError(
+                "the hand-derived backward of jdt_loss(backward='vjp') (the JDTLoss "
+                "modules' default) has no derivative of its own, so create_graph=True "
+                "cannot give higher-order gradients; use backward='autodiff'"
+            )
         logits, label, keep_mask = ctx.saved_tensors
         inputs, ctx.inputs = ctx.inputs, None
         if inputs is None:  # a second backward: the first one used the probabilities
