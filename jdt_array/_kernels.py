@@ -35,6 +35,12 @@ class Generic:
         return None
 
     @staticmethod
+    def pair_counts(label_ids: Any, pred_ids: Any, num_classes: int) -> Any:
+        """(B, C + 1, C + 1) counts of each (label id, predicted id) pair in two (B, N)
+        id arrays in [0, C] (C: no class), in the default integer dtype, or None."""
+        return None
+
+    @staticmethod
     def value_range(values: Any) -> Any:
         """(min, max) of ``values`` in one pass, or None."""
         return None

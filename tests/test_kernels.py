@@ -73,9 +73,11 @@ def test_native_statistics_and_gradient_equal_generic(
         )  # fmt: skip
 
 
-def test_native_metric_kernels_equal_generic(backend):
+@pytest.mark.parametrize("num_classes", [5, 300], ids=["5-classes", "300-classes"])
+@pytest.mark.parametrize("axis", [1, -1], ids=["channels-first", "channels-last"])
+def test_native_metric_kernels_equal_generic(backend, num_classes, axis):
     """argmax (ties and NaN: the first index) and per-class counts, as the metrics use
-    them."""
+    them; 300 classes take a wider index dtype than 5."""
     xp = backend.xp
     kernels = kernels_for(xp)
     if kernels is Generic:
@@ -83,15 +85,39 @@ def test_native_metric_kernels_equal_generic(backend):
     rng = np.random.default_rng(2)
     # Rounded scores: many ties, which must resolve to the first class as in argmax.
     # NaN scores: argmax names the first NaN; the kernels must too.
-    rounded = np.round(rng.random((3, 5, 40)), 1)
+    rounded = np.round(rng.random((3, num_classes, 40)), 1)
     rounded[0, 2:4, :3] = np.nan
     rounded[1, 0, 5] = np.nan
-    scores = backend.asarray(rounded)
-    want = backend.to_numpy(xp.argmax(scores, axis=1))
-    assert (backend.to_numpy(argmax(xp, scores, 1)) == want).all()
+    rounded[2, -1, 7] = np.nan
+    scores = backend.asarray(np.moveaxis(rounded, 1, axis))
+    want = backend.to_numpy(xp.argmax(scores, axis=axis))
+    assert (backend.to_numpy(argmax(xp, scores, axis)) == want).all()
 
     ids = rng.integers(0, 6, size=(3, 40)).astype(np.int32)  # 5: no class
     want = np.stack([np.bincount(row, minlength=6)[:5] for row in ids])
     got = kernels.class_counts(backend.asarray(ids), 5)
     assert backend.to_numpy(got).dtype == np.int64
     np.testing.assert_array_equal(backend.to_numpy(got), want)
+
+
+def test_native_pair_counts_equal_a_direct_count(backend):
+    """The (label, prediction) table the metrics read their three counts from; ids C
+    (no class) included, and images of their own."""
+    xp = backend.xp
+    kernels = kernels_for(xp)
+    if kernels is Generic:
+        pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 6, size=(3, 50)).astype(np.int32)  # 5: no class
+    prd = rng.integers(0, 6, size=(3, 50)).astype(np.int32)
+    want = np.zeros((3, 6, 6), dtype=np.int64)
+    np.add.at(want, (np.arange(3)[:, None], lab, prd), 1)
+    lab_in, prd_in = backend.asarray(lab.astype(np.int64)), backend.asarray(prd)
+    got = kernels.pair_counts(lab_in, prd_in, 5)
+    assert backend.to_numpy(got).dtype == np.int64
+    np.testing.assert_array_equal(backend.to_numpy(got), want)
+    # The ids are the caller's: read, never written.
+    np.testing.assert_array_equal(backend.to_numpy(lab_in), lab)
+    np.testing.assert_array_equal(backend.to_numpy(prd_in), prd)
+    # A table larger than an image is left to the class-by-class counts.
+    assert kernels.pair_counts(backend.asarray(lab), backend.asarray(prd), 40) is None

@@ -27,22 +27,28 @@ class NumPyKernels(Generic):
 
     @staticmethod
     def argmax(x: np.ndarray, axis: int) -> np.ndarray:
-        # np.argmax over a non-last axis copies the array to a transposed layout; a
-        # running maximum over the classes reads each class slice once. As in argmax,
-        # ties keep the first index and the first NaN wins: a class replaces the best
-        # so far unless it is <= it or the best is already NaN.
         axis = axis % x.ndim
+        if axis == x.ndim - 1:
+            return np.argmax(x, axis=axis)  # contiguous classes: NumPy's own is fast
+        # np.argmax over another axis copies the array to a transposed layout; a running
+        # maximum reads each class slice once. A class that beats the best so far
+        # raises the index to its own, larger number: maximum(index, c * better)
+        # (no masked writes, which are slow on random masks). Ties keep the first.
         at = lambda c: x[(slice(None),) * axis + (c,)]  # noqa: E731
         best = at(0).copy()
-        index = np.zeros(best.shape, dtype=np.intp)
+        dtype = np.int16 if x.shape[axis] <= np.iinfo(np.int16).max else np.intp
+        index = np.zeros(best.shape, dtype=dtype)
         better = np.empty(best.shape, dtype=bool)
-        best_is_number = np.empty(best.shape, dtype=bool)
+        step = np.empty(best.shape, dtype=dtype)
         for c in range(1, x.shape[axis]):
-            np.less_equal(at(c), best, out=better)
-            np.equal(best, best, out=best_is_number)
-            np.greater(best_is_number, better, out=better)  # number and not <=
-            np.putmask(index, better, c)
-            np.maximum(best, at(c), out=best)
+            np.greater(at(c), best, out=better)
+            np.multiply(better, dtype(c), out=step)
+            np.maximum(index, step, out=index)
+            np.maximum(best, at(c), out=best)  # NaN propagates into best
+        index = index.astype(np.intp)
+        if np.isnan(best).any():  # as np.argmax: a pixel with a NaN takes its first NaN
+            nan = np.isnan(best)
+            index[nan] = np.argmax(np.isnan(np.moveaxis(x, axis, -1)[nan]), axis=-1)
         return index
 
     @staticmethod
@@ -51,6 +57,19 @@ class NumPyKernels(Generic):
         rows = ids + (num_classes + 1) * np.arange(b, dtype=np.intp)[:, None]
         counts = np.bincount(rows.ravel(), minlength=b * (num_classes + 1))
         return counts.reshape(b, num_classes + 1)[:, :num_classes].astype(np.int64)
+
+    @staticmethod
+    def pair_counts(label_ids, pred_ids, num_classes):
+        b, n = label_ids.shape
+        size = (num_classes + 1) ** 2
+        if size > max(n, 1024):
+            return None  # a table larger than the image: count class by class
+        code = label_ids.astype(np.intp) * (num_classes + 1)
+        code += pred_ids
+        if b > 1:
+            code += size * np.arange(b, dtype=np.intp)[:, None]
+        counts = np.bincount(code.ravel(), minlength=b * size)
+        return counts.reshape(b, num_classes + 1, num_classes + 1).astype(np.int64)
 
     @staticmethod
     def hard_l1_statistics(prob, label, keep):

@@ -23,8 +23,26 @@ class TorchKernels(Generic):
 
     @staticmethod
     def argmax(x: torch.Tensor, axis: int) -> torch.Tensor:
-        # torch.argmax over a non-last dim is several times slower on CPU than max.
-        return torch.max(x, dim=axis).indices
+        if x.device.type != "cpu":
+            return torch.max(x, dim=axis).indices
+        # On CPU both argmax and max(dim) are several times slower than amax: take the
+        # maximum, then the first class equal to it as the largest reversed class
+        # number C - c among them (uint8/int16 to keep the (B, C, N) pass narrow).
+        c = x.shape[axis]
+        best = x.amax(dim=axis, keepdim=True)
+        dtype = torch.uint8 if c < 256 else torch.int16 if c < 2**15 else torch.int64
+        shape = [1] * x.ndim
+        shape[axis] = c
+        reversed_ids = torch.arange(c, 0, -1, dtype=dtype).reshape(shape)
+        is_best = x == best
+        # A bool tensor is a uint8 one already: view it, no copy.
+        is_best = is_best.view(dtype) if dtype == torch.uint8 else is_best.to(dtype)
+        first = is_best.mul_(reversed_ids).amax(dim=axis)
+        index = c - first  # c where the maximum is NaN (it equals nothing)
+        nan = best.squeeze(axis).isnan()
+        if nan.any():  # as torch.argmax: such a pixel takes the index of a NaN
+            index[nan] = torch.max(x.movedim(axis, -1)[nan], dim=-1).indices.to(dtype)
+        return index
 
     @staticmethod
     def class_counts(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -32,6 +50,23 @@ class TorchKernels(Generic):
         counts = ids.new_zeros(ids.shape[0], num_classes + 1, dtype=torch.int64)
         ones = counts.new_ones(()).expand(ids.shape)
         return counts.scatter_add_(1, ids.long(), ones)[:, :num_classes]
+
+    @staticmethod
+    def pair_counts(label_ids, pred_ids, num_classes):
+        b, n = label_ids.shape
+        size = (num_classes + 1) ** 2
+        if size > max(n, 1024):
+            return None  # a table larger than the image: count class by class
+        # Both int64 first: a mixed-dtype in-place add is many times slower on CPU.
+        code = (label_ids.long() * (num_classes + 1)).add_(pred_ids.long())
+        if label_ids.device.type == "cpu":
+            if b > 1:
+                code += size * torch.arange(b).unsqueeze(1)
+            counts = torch.bincount(code.reshape(-1), minlength=b * size)
+        else:  # bincount sizes its output from the data: a host sync on GPU
+            counts = code.new_zeros(b, size)
+            counts.scatter_add_(1, code, counts.new_ones(()).expand(code.shape))
+        return counts.reshape(b, num_classes + 1, num_classes + 1)
 
     @staticmethod
     def value_range(values: torch.Tensor):

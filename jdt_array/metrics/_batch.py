@@ -139,23 +139,22 @@ def batch_statistics(
         pred = _widen(xp, xp.reshape(prob_or_pred, flat))
         pred_ok = _is_class_id(xp, pred, C)
         bad_prediction = _count(xp, counted & ~pred_ok, 1)
-        used = counted & pred_ok
+        prd = xp.where(pred_ok, pred, C)
     else:
-        pred = xp.reshape(argmax(xp, prob_or_pred, axis), flat)
+        prd = xp.reshape(argmax(xp, prob_or_pred, axis), flat)
         bad_prediction = xp.zeros_like(bad_label)
-        used = counted
-    prd = xp.astype(xp.where(used, pred, C), xp.int32)
 
-    hit = xp.where(prd == lab, lab, C)  # the class of correctly predicted pixels, else C
+    intersection, pred_count, label_count = _pixel_counts(xp, lab, prd, counted, C)
     stats = BatchStatistics(
-        intersection=_class_counts(xp, hit, C),
-        pred_count=_class_counts(xp, prd, C),
-        label_count=_class_counts(xp, lab, C),
+        intersection=intersection,
+        pred_count=pred_count,
+        label_count=label_count,
         bad_label=bad_label,
         bad_prediction=bad_prediction,
     )
     if not calibration:
         return stats
+    hit = xp.where(prd == lab, lab, C)  # the class of correctly predicted pixels, else C
     return _with_calibration(
         xp, stats, prob_or_pred, axis, flat, lab, hit, counted, options
     )
@@ -225,7 +224,7 @@ def _is_class_id(xp, ids: Array, num_classes: int) -> Array:
 
 
 def _label_ids(xp, label: Array, options: MetricOptions):
-    """Label as int32 ids with C for uncounted pixels, the counted mask, bad counts (B,)."""
+    """Label ids with C for uncounted pixels, the counted mask, bad counts (B,)."""
     label = _widen(xp, label)
     info = xp.iinfo(label.dtype)
     kept = None
@@ -236,13 +235,15 @@ def _label_ids(xp, label: Array, options: MetricOptions):
     valid = _is_class_id(xp, label, options.num_classes)
     counted = valid if kept is None else valid & kept
     bad = ~valid if kept is None else ~valid & kept
-    ids = xp.astype(xp.where(counted, label, options.num_classes), xp.int32)
+    ids = xp.where(counted, label, options.num_classes)
     return ids, counted, _count(xp, bad, 1)
 
 
-def _class_ids(xp, start: int, stop: int, dev) -> Array:
-    """Class ids start .. stop - 1 shaped (1, C', 1), to broadcast against (B, 1, N)."""
-    return xp.reshape(xp.arange(start, stop, dtype=xp.int32, device=dev), (1, -1, 1))
+def _class_ids(xp, start: int, stop: int, like: Array) -> Array:
+    """Class ids start .. stop - 1 shaped (1, C', 1), to broadcast against (B, 1, N)
+    ids ``like`` (in their dtype: no mixed-kind comparison)."""
+    ids = xp.arange(start, stop, dtype=like.dtype, device=device(like))
+    return xp.reshape(ids, (1, -1, 1))
 
 
 def _one_hot(xp, ids: Array, classes: Array) -> Array:
@@ -250,12 +251,34 @@ def _one_hot(xp, ids: Array, classes: Array) -> Array:
     return xp.expand_dims(ids, axis=1) == classes
 
 
+def _pixel_counts(xp, lab: Array, prd: Array, counted: Array, num_classes: int) -> tuple:
+    """(B, C) counts over counted pixels of |pred = label = c|, |pred = c| and
+    |label = c|, from (B, N) ids where C is no class (``lab`` is C where not counted).
+
+    From one table of (label, prediction) pairs where a kernel counts them in one pass
+    (its row C holds the uncounted pixels), else class by class.
+    """
+    C = num_classes
+    pairs = kernels_for(xp).pair_counts(lab, prd, C)
+    if pairs is None:
+        prd = xp.where(counted, prd, C)
+        hit = xp.where(prd == lab, lab, C)
+        return tuple(_class_counts(xp, ids, C) for ids in (hit, prd, lab))
+    flat = xp.reshape(pairs, (pairs.shape[0], (C + 1) ** 2))
+    diagonal = xp.arange(C, dtype=xp.int64, device=device(lab)) * (C + 2)
+    return (
+        xp.take(flat, diagonal, axis=1),
+        xp.sum(pairs[:, :C, :C], axis=1),
+        xp.sum(pairs[:, :C, :], axis=2),
+    )
+
+
 def _class_counts(xp, ids: Array, num_classes: int) -> Array:
     """(B, C) pixel counts of each class in (B, N) ids, where id C is no class."""
     native = kernels_for(xp).class_counts(ids, num_classes)
     if native is not None:
         return native
-    classes = _class_ids(xp, 0, num_classes, device(ids))
+    classes = _class_ids(xp, 0, num_classes, ids)
     return _count(xp, _one_hot(xp, ids, classes), 2)
 
 
@@ -278,9 +301,9 @@ def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
     ece_gap = _binned_gaps(xp, conf, hit < C, counted, options.num_bins)
 
     if options.binary:
-        p, classes = p[:, 1:2, :], _class_ids(xp, 1, 2, device(lab))
+        p, classes = p[:, 1:2, :], _class_ids(xp, 1, 2, hit)
     else:
-        classes = _class_ids(xp, 0, C, device(lab))
+        classes = _class_ids(xp, 0, C, hit)
     class_gaps = _binned_gaps(
         xp, p, _one_hot(xp, hit, classes), xp.expand_dims(counted, axis=1), options.num_bins
     )
