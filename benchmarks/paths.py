@@ -32,10 +32,12 @@ PATHS = {
     "cupy": "CuPy, value_and_grad (hand-derived gradient)",
     "monai": "peer: MONAI DiceLoss / Jaccard variant (softmax, one-hot, batch=True)",
     "onehot-baseline": "peer: the reference JDTLoss algorithm (float one-hot, |p - y|)",
+    "reference-replica": "peer: the reference JDTLoss forward, op for op (defaults)",
 }
 PEER_CASES = {
     "monai": ("jaccard-D", "dice-D"),
     "onehot-baseline": ("jaccard-D", "dice-D", "jaccard-I+C"),
+    "reference-replica": ("jaccard-D", "dice-D"),
 }
 
 
@@ -196,6 +198,43 @@ def _onehot(path, case, logits, label, device):
     return Step(run, logits.nbytes)
 
 
+def _reference(path, case, logits, label, device):
+    """The reference JDTLoss (Wang et al.) with its default options on the mIoUD
+    cases, the same PyTorch operations in the same order: log_softmax().exp(), a
+    clamped float one-hot label permuted to (B, C, N), three torch.norm(p=1)
+    cardinalities, and "present" classes from the amax of the one-hot label."""
+    import torch
+
+    x = torch.asarray(logits, device=device)
+    y = torch.asarray(label, device=device)
+    ab = 0.5 if case == "dice-D" else 1.0
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def loss(z):
+        b, c = z.shape[:2]
+        prob = z.view(b, c, -1).log_softmax(dim=1).exp()
+        hot = torch.nn.functional.one_hot(y.clamp(0, c - 1).view(b, -1), num_classes=c)
+        hot = hot.permute(0, 2, 1).float()
+        prob_card = torch.norm(prob, p=1, dim=2)
+        label_card = torch.norm(hot, p=1, dim=2)
+        diff_card = torch.norm(prob - hot, p=1, dim=2)
+        tp = (prob_card + label_card - diff_card) / 2
+        fp, fn = prob_card - tp, label_card - tp
+        present = torch.amax(hot, (0, 2)) > 0.01
+        active = torch.zeros(c, dtype=torch.bool, device=z.device)
+        active[present] = True
+        tp, fp, fn = tp.sum(0), fp.sum(0), fn.sum(0)
+        ratio = (tp + 1e-3) / (tp + ab * fp + ab * fn + 1e-3)
+        return (1.0 - ratio)[active].mean()
+
+    def run():
+        z = x.detach().requires_grad_(True)
+        loss(z).backward()
+        sync()
+
+    return Step(run, logits.nbytes)
+
+
 def _metrics_step(prob_source, label, sync=lambda: None):
     from array_api_compat import array_namespace
 
@@ -220,4 +259,5 @@ _FACTORIES = {
     "jax": _jax,
     "monai": _monai,
     "onehot": _onehot,
+    "reference": _reference,
 }

@@ -48,6 +48,7 @@ REQUIRES = {
     "cupy": "cupy",
     "monai": "monai",
     "onehot": "torch",
+    "reference": "torch",
 }
 
 
@@ -86,7 +87,7 @@ def _gpu_bytes(path, device):
     if device != "cuda":
         return 0
     lib = path.split("-")[0]
-    if lib in ("torch", "monai", "onehot"):
+    if lib in ("torch", "monai", "onehot", "reference"):
         import torch
 
         torch.cuda.synchronize()
@@ -103,7 +104,7 @@ def _gpu_bytes(path, device):
 
 def _gpu_peak(path):
     lib = path.split("-")[0]
-    if lib in ("torch", "monai", "onehot"):
+    if lib in ("torch", "monai", "onehot", "reference"):
         import torch
 
         return torch.cuda.max_memory_allocated()

@@ -11,6 +11,8 @@ return the same values. JAX keeps the generic code, which XLA fuses.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import is_numpy_namespace, is_torch_namespace
@@ -46,9 +48,12 @@ class Generic:
         return None
 
     @staticmethod
-    def hard_l1_statistics(prob: Any, label: Any, keep: Any) -> Any:
+    def hard_l1_statistics(
+        prob: Any, label: Any, keep: Any, *, scratch: dict | None = None
+    ) -> Any:
         """(prob_card, label_card, overlap) for channels-first (B, C, ...) probabilities
-        and an integer label, or None."""
+        and an integer label, or None. A kernel may leave pixel-level values in
+        ``scratch`` for ``hard_l1_vjp`` of the same, unchanged arrays."""
         return None
 
     @staticmethod
@@ -60,11 +65,30 @@ class Generic:
         g_diff_card: Any,
         *,
         overwrite: bool = False,
+        scratch: dict | None = None,
     ) -> Any:
         """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for
         channels-first probabilities and an integer label, or None. ``overwrite=True``
         allows the kernel to write the gradient into ``prob``'s memory."""
         return None
+
+
+class Buffers(threading.local):
+    """Scratch arrays of the native kernels on CPU, kept between calls: per thread, the
+    last shape of each name and dtype.
+
+    A fresh pixel-sized buffer costs a page fault per 4 KiB page at every training step
+    (freed memory of that size goes back to the operating system), which on CPU can
+    cost more than the arithmetic on it. Only for temporaries that do not outlive a
+    kernel call; GPU caching allocators already reuse memory.
+    """
+
+    def get(self, name: str, shape: tuple, dtype: Any, empty: Callable) -> Any:
+        arrays = self.__dict__.setdefault("arrays", {})
+        kept = arrays.get((name, dtype))
+        if kept is None or tuple(kept.shape) != tuple(shape):
+            kept = arrays[(name, dtype)] = empty(shape, dtype)
+        return kept
 
 
 def kernels_for(xp: Any) -> Any:

@@ -49,7 +49,14 @@ def _power(xp: Any, x: Any, norm: float) -> Any:
 
 
 def hard_statistics(
-    xp: Any, prob: Any, label: Any, keep: Any, class_axis: int, norm: float
+    xp: Any,
+    prob: Any,
+    label: Any,
+    keep: Any,
+    class_axis: int,
+    norm: float,
+    *,
+    scratch: dict | None = None,
 ) -> Statistics:
     """Statistics for an integer label, without building a float one-hot label.
 
@@ -58,7 +65,7 @@ def hard_statistics(
     |x - y| = |x| + |y| - 2 * sum over the pixels labelled c of x.
     """
     if norm == 1 and class_axis == 1:
-        native = kernels_for(xp).hard_l1_statistics(prob, label, keep)
+        native = kernels_for(xp).hard_l1_statistics(prob, label, keep, scratch=scratch)
         if native is not None:
             prob_card, label_card, overlap = native
             diff_card = prob_card + label_card - 2 * overlap

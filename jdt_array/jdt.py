@@ -234,10 +234,15 @@ class Prepared(NamedTuple):
     class_axis: int  # non-negative
     norm: float
     hard: bool
+    # Pixel-level values a native kernel may keep from the statistics for the gradient
+    # (see ``jdt_array._kernels``); valid while ``prob`` is unchanged.
+    scratch: dict | None = None
 
     def statistics(self) -> Statistics:
-        make = hard_statistics if self.hard else soft_statistics
-        return make(self.xp, self.prob, self.label, self.keep, self.class_axis, self.norm)
+        args = (self.xp, self.prob, self.label, self.keep, self.class_axis, self.norm)
+        if self.hard:
+            return hard_statistics(*args, scratch=self.scratch)
+        return soft_statistics(*args)
 
 
 def prepare(
@@ -269,7 +274,7 @@ def prepare(
     elif check_values:
         check.check_soft_label_values(xp, label)
     prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
-    return Prepared(xp, prob, label, keep, axis, norm, hard)
+    return Prepared(xp, prob, label, keep, axis, norm, hard, scratch={})
 
 
 def jdt_loss_with_statistics(

@@ -79,6 +79,7 @@ def statistics_vjp(
             g_prob_card,
             g_diff_card,
             overwrite=overwrite,
+            scratch=inputs.scratch,
         )
         if native is not None:
             return native

@@ -41,14 +41,23 @@ def _with_generic(monkeypatch, fn):
         monkeypatch.undo()
 
 
+@pytest.mark.parametrize("chunk", [None, 10], ids=["one-chunk", "many-chunks"])
+@pytest.mark.parametrize("reuse", [False, True], ids=["gather-again", "reuse-scratch"])
 @pytest.mark.parametrize("overwrite", [False, True], ids=["new-buffer", "overwrite"])
 @pytest.mark.parametrize("shape, drop", CASES)
 def test_native_statistics_and_gradient_equal_generic(
-    backend, monkeypatch, shape, drop, overwrite
+    backend, monkeypatch, shape, drop, overwrite, reuse, chunk
 ):
     xp = backend.xp
     if kernels_for(xp) is Generic:
         pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
+    if chunk is not None:
+        if backend.name != "numpy":
+            pytest.skip("only the NumPy kernels work in pixel chunks")
+        from jdt_array.backends import numpy_parallel
+
+        # A few pixels per chunk: the tiny arrays run as many chunks on the threads.
+        monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", chunk)
     logits, label, keep = _inputs(backend, shape, drop)
     rng = np.random.default_rng(1)
     g_prob = backend.asarray(rng.standard_normal(shape[:2]))
@@ -59,8 +68,11 @@ def test_native_statistics_and_gradient_equal_generic(
         stats = hard_statistics(xp, prob, label, keep, 1, 1.0)
         # A probabilities buffer of its own, which overwrite=True may reuse.
         own = softmax(xp, logits, 1, logits.dtype)
-        inputs = Prepared(xp, own, label, keep, 1, 1.0, True)
+        inputs = Prepared(xp, own, label, keep, 1, 1.0, True, scratch={})
+        if reuse:  # as in a training step: the gradient may use what this left
+            inputs.statistics()
         grad = statistics_vjp(inputs, g_prob, g_diff, overwrite=overwrite)
+        assert not inputs.scratch  # what the gradient used is released
         return [prob, *stats, grad]
 
     native = compute()

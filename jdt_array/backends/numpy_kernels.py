@@ -1,29 +1,44 @@
 """NumPy kernels for the hot spots of the JDT losses (see ``jdt_array._kernels``).
 
-The hard label is turned into flat positions once, then used with ``take``,
-``bincount`` and a flat ``+=`` (much faster than ``take_along_axis``); each function
-works in place on its own temporaries, since NumPy allocates a buffer per operation.
+The hard label is turned into rows of the (B * C, N) probabilities once, then used
+with ``take``, ``bincount`` and flat writes (much faster than ``take_along_axis``).
+The softmax, the statistics and the gradient run in pixel chunks on a few threads
+(``numpy_parallel``): each chunk's temporaries stay in the cache, and the chunks run
+in parallel although NumPy itself runs each operation on one core.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from .._kernels import Generic
-
-# The class blocks of an in-place gradient: the temporary is 1/_BLOCKS of the logits.
-_BLOCKS = 8
+from .numpy_parallel import each_chunk
 
 
 class NumPyKernels(Generic):
     @staticmethod
     def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-        e = x - np.max(x, axis=axis, keepdims=True)
-        np.exp(e, out=e)
-        e /= np.sum(e, axis=axis, keepdims=True)
-        return e
+        # (outer, C, inner) with the classes in the middle; chunks of the inner pixels,
+        # or, channels-last (inner = 1), of the outer ones.
+        axis = axis % x.ndim
+        c = x.shape[axis]
+        outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
+        x3 = x.reshape(outer, c, inner)
+        out = np.empty(x3.shape, dtype=x.dtype)
+        last = x3.shape[2] == 1
+
+        def part(chunk: slice) -> None:
+            at = (chunk, slice(None), slice(None)) if last else (Ellipsis, chunk)
+            e = out[at]
+            np.subtract(x3[at], np.max(x3[at], axis=1, keepdims=True), out=e)
+            np.exp(e, out=e)
+            e *= np.reciprocal(np.sum(e, axis=1, keepdims=True))
+
+        each_chunk(part, outer if last else x3.shape[2], c * (1 if last else outer))
+        return out.reshape(x.shape)
 
     @staticmethod
     def argmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -72,60 +87,81 @@ class NumPyKernels(Generic):
         return counts.reshape(b, num_classes + 1, num_classes + 1).astype(np.int64)
 
     @staticmethod
-    def hard_l1_statistics(prob, label, keep):
+    def hard_l1_statistics(prob, label, keep, *, scratch=None):
         b, c = prob.shape[:2]
-        p = prob.reshape(b, c, -1)
-        rows, at, weight = _positions(label, keep, p.shape, p.dtype)
-        p_label = np.take(p, at)  # (B, N): x at each pixel's class
-        if weight is None:
-            counts = np.bincount(rows.ravel(), minlength=b * c)
-            prob_card = p.sum(axis=2)
-        else:
-            p_label *= weight
-            counts = np.bincount(rows.ravel(), weights=weight.ravel(), minlength=b * c)
-            prob_card = np.matmul(p, weight[:, :, None])[:, :, 0]
-        overlap = np.bincount(rows.ravel(), weights=p_label.ravel(), minlength=b * c)
-        cast = p.dtype
-        return (
-            prob_card,
-            counts.reshape(b, c).astype(cast),
-            overlap.reshape(b, c).astype(cast),
-        )
+        p = prob.reshape(b, c, math.prod(prob.shape[2:]))
+        n = p.shape[2]
+        rows, weight = positions = _rows(label, keep, p.shape, p.dtype)
+        p_label = np.empty((b, n), dtype=p.dtype)  # x at each pixel's class
+        partial = {}
+
+        def part(chunk: slice) -> None:
+            r, x, x_label = rows[:, chunk], p[..., chunk], p_label[:, chunk]
+            np.take(p, _flat(r, n, chunk), out=x_label)
+            if weight is None:
+                prob_card, counts = x.sum(axis=2), np.bincount(r.ravel(), minlength=b * c)
+            else:
+                w = weight[:, chunk]
+                x_label *= w
+                prob_card = np.matmul(x, w[:, :, None])[:, :, 0]
+                counts = np.bincount(r.ravel(), weights=w.ravel(), minlength=b * c)
+            overlap = np.bincount(r.ravel(), weights=x_label.ravel(), minlength=b * c)
+            partial[chunk.start] = (prob_card, counts, overlap)
+
+        each_chunk(part, n, b * c)
+        # Added in chunk order, whatever order the threads finished in: deterministic.
+        ordered = (partial[start] for start in sorted(partial))
+        totals = [sum(parts) for parts in zip(*ordered, strict=True)]
+        if scratch is not None:  # for the gradient: no second pass to find them
+            scratch[_POSITIONS], scratch[_LABEL_PROB] = positions, p_label
+        return tuple(t.reshape(b, c).astype(p.dtype, copy=False) for t in totals)
 
     @staticmethod
-    def hard_l1_vjp(prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False):
+    def hard_l1_vjp(
+        prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False, scratch=None
+    ):
         b, c = prob.shape[:2]
-        p = prob.reshape(b, c, -1)
-        rows, at, weight = _positions(label, keep, p.shape, p.dtype)
+        p = prob.reshape(b, c, math.prod(prob.shape[2:]))
+        scratch = {} if scratch is None else scratch
+        positions = scratch.pop(_POSITIONS, None)
+        rows, weight = positions or _rows(label, keep, p.shape, p.dtype)
+        n = p.shape[2]
+        p_label = scratch.pop(_LABEL_PROB, None)
         # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
         a = (g_prob_card + g_diff_card).astype(p.dtype)
-        # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as indices:
-        # on_label = -2 d_y x_y at each pixel.
-        on_label = np.take(g_diff_card.astype(p.dtype), rows)
-        on_label *= np.take(p, at)
-        on_label *= -2
-        inner = np.matmul(a[:, None, :], p)[:, 0]
-        inner += on_label
-        if overwrite:
-            grad = p
-            step = max(1, c // _BLOCKS)  # (a - inner) a block of classes at a time
-            for start in range(0, c, step):
-                block = slice(start, start + step)
-                grad[:, block] *= a[:, block, None] - inner[:, None]
-        else:
-            grad = a[:, :, None] - inner[:, None]
-            grad *= p
+        a_row, a_col = a[:, None, :], a[:, :, None]
+        on_label_of_class = -2 * g_diff_card.astype(p.dtype)
+        grad = p if overwrite else np.empty_like(p)
         flat = grad.reshape(-1)  # a view: grad is contiguous
-        flat[at] = np.take(flat, at) + on_label  # one labelled entry per pixel
-        if weight is not None:
-            grad *= weight[:, None]
+
+        def part(chunk: slice) -> None:
+            # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as
+            # indices: on_label = -2 d_y x_y at each pixel.
+            x, place = p[..., chunk], _flat(rows[:, chunk], n, chunk)
+            on_label = np.take(on_label_of_class, rows[:, chunk])
+            on_label *= np.take(p, place) if p_label is None else p_label[:, chunk]
+            inner = np.matmul(a_row, x)
+            inner += on_label[:, None]
+            # x * (a - inner): in place where grad is p (elementwise, so safe).
+            np.multiply(x, a_col - inner, out=grad[..., chunk])
+            labelled = np.take(flat, place)
+            labelled += on_label
+            flat[place] = labelled
+            if weight is not None:
+                grad[..., chunk] *= weight[:, None, chunk]
+
+        each_chunk(part, p.shape[2], b * c)
         return grad.reshape(prob.shape)
 
 
-def _positions(label, keep, shape, dtype):
+_LABEL_PROB = "numpy: x at each pixel's class"
+_POSITIONS = "numpy: rows, flat positions and weights of the pixels"
+
+
+def _rows(label, keep, shape, dtype):
     """Per pixel (B, N): its row b * C + class in the (B * C, N) view of the
-    probabilities, its flat position in them, and its 0/1 weight (``None`` when every
-    pixel counts). Dropped pixels point at class 0 with weight 0."""
+    probabilities, and its 0/1 weight (``None`` when every pixel counts). Dropped
+    pixels point at class 0 with weight 0."""
     b, c, n = shape
     index = label.reshape(b, n)
     weight = None
@@ -135,9 +171,15 @@ def _positions(label, keep, shape, dtype):
     rows = index.astype(np.intp, copy=False)
     if b > 1:
         rows = rows + c * np.arange(b, dtype=np.intp)[:, None]
+    return rows, weight
+
+
+def _flat(rows, n, chunk):
+    """The flat positions in the (B, C, N) probabilities of the pixels ``chunk`` with
+    rows ``rows``."""
     at = rows * n
-    at += _pixel_numbers(n)
-    return rows, at, weight
+    at += _pixel_numbers(n)[chunk]
+    return at
 
 
 @functools.lru_cache(maxsize=8)

@@ -52,6 +52,8 @@ class _LeanStatistics(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, label, keep_mask, setup):
         inputs = core.prepare(logits, label, keep_mask, *setup)
+        if torch.compiler.is_compiling():  # a traced backward may not touch a dict
+            inputs = inputs._replace(scratch=None)
         stats = inputs.statistics()
         ctx.save_for_backward(logits, label, keep_mask)
         ctx.setup = setup

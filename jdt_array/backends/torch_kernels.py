@@ -8,12 +8,16 @@ own temporaries): on CPU a fresh buffer costs page faults as well as bandwidth.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .._kernels import Generic
+from .._kernels import Buffers, Generic
 
 # The class blocks of an in-place gradient: the temporary is 1/_BLOCKS of the logits.
 _BLOCKS = 8
+
+_buffers = Buffers()
 
 
 class TorchKernels(Generic):
@@ -73,41 +77,58 @@ class TorchKernels(Generic):
         return torch.aminmax(values)  # one pass; amin alone is slow on int64 CPU tensors
 
     @staticmethod
-    def hard_l1_statistics(prob, label, keep):
+    def hard_l1_statistics(prob, label, keep, *, scratch=None):
         b, c = prob.shape[:2]
-        p = prob.reshape(b, c, -1)
+        p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         index, weight = _index_and_weight(label, keep, b, p.dtype)
         p_label = p.gather(1, index).squeeze(1)  # (B, N): x at each pixel's class
         if weight is None:
-            weight = p.new_ones(()).expand(p_label.shape)  # no buffer: a broadcast 1
             prob_card = p.sum(2)
+            counts = _counts(index.squeeze(1), None, c, p.dtype)
         else:
             p_label.mul_(weight)
             prob_card = torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
+            counts = _counts(index.squeeze(1), weight, c, p.dtype)
         overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
-        counts = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), weight)
+        if scratch is not None:
+            scratch[_LABEL_PROB] = p_label  # for the gradient: saves a second gather
         return prob_card, counts, overlap
 
     @staticmethod
-    def hard_l1_vjp(prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False):
+    def hard_l1_vjp(
+        prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False, scratch=None
+    ):
+        if torch.is_grad_enabled() and any(
+            t.requires_grad for t in (prob, g_prob_card, g_diff_card)
+        ):
+            return None  # a gradient to differentiate: the generic code, autograd-safe
         b, c = prob.shape[:2]
-        p = prob.reshape(b, c, -1)
+        p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         index, weight = _index_and_weight(label, keep, b, p.dtype)
+        p_label = None if scratch is None else scratch.pop(_LABEL_PROB, None)
+        if p_label is None:
+            p_label = p.gather(1, index).squeeze(1)
         # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
         a = (g_prob_card + g_diff_card).to(p.dtype)
         # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as indices:
         # on_label = -2 d_y x_y at each pixel.
-        on_label = g_diff_card.to(p.dtype).gather(1, index.squeeze(1))  # (B, N)
-        on_label.mul_(p.gather(1, index).squeeze(1)).mul_(-2)
-        inner = torch.baddbmm(on_label.unsqueeze(1), a.unsqueeze(1), p)  # (B, 1, N)
+        n = p.shape[2]
+        on_label = _buffer("on_label", (b, n), p)
+        torch.gather(g_diff_card.to(p.dtype).mul(-2), 1, index.squeeze(1), out=on_label)
+        on_label.mul_(p_label)
+        inner = _buffer("inner", (b, 1, n), p)
+        torch.baddbmm(on_label.unsqueeze(1), a.unsqueeze(1), p, out=inner)
         if overwrite:
             grad = p
-            # x * (a - inner) class block by class block, so that the temporary of
-            # (a - inner) is a fraction of the probabilities, not a second copy.
+            # x * (a - inner) class block by class block, with one reused temporary of
+            # a fraction of the probabilities, not a second copy.
             step = max(1, c // _BLOCKS)
+            shift = _buffer("shift", (b, min(step, c), n), p)
             for start in range(0, c, step):
                 block = slice(start, start + step)
-                grad[:, block].mul_(a[:, block, None] - inner)
+                part = shift[:, : grad[:, block].shape[1]]
+                torch.sub(a[:, block, None], inner, out=part)
+                grad[:, block].mul_(part)
         else:
             grad = torch.sub(a.unsqueeze(2), inner).mul_(p)
         grad.scatter_add_(1, index, on_label.unsqueeze(1))
@@ -116,12 +137,37 @@ class TorchKernels(Generic):
         return grad.reshape(prob.shape)
 
 
+_LABEL_PROB = "torch: x at each pixel's class"
+
+
+def _counts(index, weight, num_classes, dtype):
+    """(B, C) kept pixels of each class, from (B, N) class ids and 0/1 weights."""
+    b = index.shape[0]
+    if index.device.type == "cpu" and b == 1 and weight is None:
+        # bincount is about twice as fast as scatter_add on CPU; it sizes its output
+        # from the data, a host sync that only matters on GPU.
+        return torch.bincount(index[0], minlength=num_classes).to(dtype).unsqueeze(0)
+    ones = index.new_ones((), dtype=dtype).expand(index.shape) if weight is None else weight
+    return torch.zeros((b, num_classes), dtype=dtype, device=index.device).scatter_add_(
+        1, index, ones
+    )
+
+
+def _buffer(name, shape, like):
+    """A scratch tensor for one kernel call: kept between calls on CPU (``Buffers``);
+    on GPU the caching allocator already reuses memory."""
+    if like.device.type != "cpu" or torch.compiler.is_compiling():
+        # (torch.compile traces no state kept outside the graph)
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return _buffers.get(name, shape, like.dtype, lambda s, d: torch.empty(s, dtype=d))
+
+
 def _index_and_weight(label, keep, batch, dtype):
     """Class ids as gather indices (B, 1, N) and the 0/1 weight of each pixel (B, N),
     ``None`` when every pixel counts; dropped pixels point at class 0 with weight 0."""
-    flat = label.reshape(batch, 1, -1)
+    flat = label.reshape(batch, 1, math.prod(label.shape[1:]))
     if keep is None:
         return flat.long(), None
-    kept = keep.reshape(batch, 1, -1)
+    kept = keep.reshape(batch, 1, math.prod(keep.shape[1:]))
     index = torch.where(kept, flat, 0).long()
     return index, kept.squeeze(1).to(dtype)

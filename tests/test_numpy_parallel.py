@@ -1,0 +1,70 @@
+"""The chunked, multi-threaded loops of the NumPy kernels."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from jdt_array.backends import numpy_parallel
+from jdt_array.backends.numpy_kernels import NumPyKernels
+
+
+def test_each_chunk_covers_every_pixel_exactly_once(monkeypatch):
+    monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 12)
+    seen = np.zeros(1000, dtype=int)
+    lock = threading.Lock()
+
+    def mark(chunk):
+        with lock:
+            seen[chunk] += 1
+
+    numpy_parallel.each_chunk(mark, 1000, per_pixel=5)  # chunks of 2 pixels
+    np.testing.assert_array_equal(seen, 1)
+
+
+def test_no_pixels_still_calls_once():
+    calls = []
+    numpy_parallel.each_chunk(calls.append, 0, per_pixel=3)
+    assert calls == [slice(0, 0)]
+
+
+def test_an_error_in_a_chunk_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 4)
+
+    def fail(chunk):
+        if chunk.start >= 40:
+            raise ArithmeticError(f"chunk {chunk}")
+
+    with pytest.raises(ArithmeticError, match="chunk"):
+        numpy_parallel.each_chunk(fail, 100, per_pixel=1)
+
+
+@pytest.mark.parametrize("setting, count", [("1", 1), ("3", 3)])
+def test_thread_count_follows_the_environment(monkeypatch, setting, count):
+    monkeypatch.setenv("JDT_ARRAY_NUMPY_THREADS", setting)
+    assert numpy_parallel.threads() == count
+
+
+@pytest.mark.parametrize("setting", ["0", "-2", "many"])
+def test_a_bad_thread_count_names_the_variable(monkeypatch, setting):
+    monkeypatch.setenv("JDT_ARRAY_NUMPY_THREADS", setting)
+    with pytest.raises(ValueError, match="JDT_ARRAY_NUMPY_THREADS"):
+        numpy_parallel.threads()
+
+
+def test_default_thread_count_is_the_usable_cores_capped(monkeypatch):
+    monkeypatch.delenv("JDT_ARRAY_NUMPY_THREADS", raising=False)
+    assert 1 <= numpy_parallel.threads() <= 8
+
+
+@pytest.mark.parametrize("axis", [1, -1], ids=["channels-first", "channels-last"])
+def test_chunked_softmax_equals_the_formula(monkeypatch, axis):
+    monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 16)  # many chunks
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 7, 3)) * 30  # large logits: the max shift matters
+    x = np.moveaxis(x, 1, axis)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    want = e / e.sum(axis=axis, keepdims=True)
+    got = NumPyKernels.softmax(x, axis)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
