@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -168,6 +169,23 @@ def run_one_in_subprocess(path, case, size_name, shape, device, reps, timeout) -
     return {**record, **result}
 
 
+def combine_processes(records: list[dict]) -> dict:
+    """One result from the same measurement in several processes: the median of their
+    medians and of their peak memory (each process's median is kept too)."""
+    failed = [r for r in records if "error" in r]
+    if failed or len(records) == 1:
+        return failed[0] if failed else records[0]
+    median = statistics.median(r["median_ms"] for r in records)
+    combined = {**records[0], "median_ms": median,
+                "min_ms": min(r["min_ms"] for r in records),
+                "process_medians_ms": [r["median_ms"] for r in records],
+                "peak_extra_bytes": int(statistics.median(
+                    r["peak_extra_bytes"] for r in records))}  # fmt: skip
+    if "floor_ms" in combined:
+        combined["x_floor"] = median / combined["floor_ms"]
+    return combined
+
+
 def format_table(results) -> str:
     head = (
         f"{'size':<16} {'case':<15} {'path':<21} {'median ms':>10} {'extra MB':>9} "
@@ -228,6 +246,11 @@ def _parser():
     p.add_argument("--cases", nargs="+", choices=list(CASES), help="default: all")
     p.add_argument("--paths", nargs="+", choices=list(PATHS), help="default: installed")
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument(
+        "--processes", type=int, default=1,
+        help="fresh processes per measurement, in rounds over all of them; the table "
+        "shows the median of their medians (a noisy machine differs between processes)",
+    )  # fmt: skip
     p.add_argument("--timeout", type=int, default=600, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
@@ -247,17 +270,25 @@ def main(argv=None, progress=None) -> int:
     jobs = [(p, c, s) for s in sizes for c in (args.cases or CASES) for p in paths
             if applies(p, c, args.device)]  # fmt: skip
     reps = 3 if args.quick else args.reps
-    results = []
-    for i, (path, case, size) in enumerate(jobs, 1):
-        if progress:
-            progress(i, len(jobs), f"{size} {case} {path}")
-        else:
-            print(f"[{i}/{len(jobs)}] {size} {case} {path}", file=sys.stderr, flush=True)
-        results.append(
-            run_one_in_subprocess(
-                path, case, size, sizes[size], args.device, reps, args.timeout
+    rounds = max(1, args.processes)
+    runs = [[] for _ in jobs]
+    for r in range(rounds):  # round by round: a slow spell hits every path alike
+        for i, (path, case, size) in enumerate(jobs):
+            label, count, total = (
+                f"{size} {case} {path}",
+                r * len(jobs) + i + 1,
+                rounds * len(jobs),
             )
-        )
+            if progress:
+                progress(count, total, label)
+            else:
+                print(f"[{count}/{total}] {label}", file=sys.stderr, flush=True)
+            runs[i].append(
+                run_one_in_subprocess(
+                    path, case, size, sizes[size], args.device, reps, args.timeout
+                )
+            )
+    results = [combine_processes(records) for records in runs]
     print(format_table(results))
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

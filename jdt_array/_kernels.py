@@ -1,12 +1,13 @@
 """Where a library's native kernels may replace generic array-API code, for speed.
 
 The loss maths is written once in array-API code; a few hot spots have a faster form
-in some libraries: the softmax, the argmax and per-class pixel counts of the metrics,
-the label range check, the hard-label statistics (a per-class sum over the pixels of
-each class, which the array API can only write as a one-hot comparison over all C
-classes) and its gradient. ``kernels_for(xp)`` gives the object holding them: the
-generic array-API versions here, or an adapter from ``jdt_array.backends`` that must
-return the same values. JAX keeps the generic code, which XLA fuses.
+in some libraries: the softmax, the argmax and the (label, prediction) pair counts of
+the metrics, the label range check, the hard-label statistics (a per-class sum over the
+pixels of each class, which the array API can only write as a one-hot comparison over
+all C classes) and its gradient, which may reuse what the statistics found (the
+``scratch`` of ``jdt.Prepared``). ``kernels_for(xp)`` gives the object holding them:
+the generic array-API versions here, or an adapter from ``jdt_array.backends`` that
+must return the same values. JAX keeps the generic code, which XLA fuses.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class Generic:
 
     @staticmethod
     def argmax(x: Any, axis: int) -> Any:
-        """The first index of the maximum along ``axis``, or None."""
+        """The first index of the maximum along ``axis`` (the first NaN if any), in an
+        integer dtype that holds the number of classes, or None."""
         return None
 
     @staticmethod

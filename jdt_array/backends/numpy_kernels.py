@@ -60,7 +60,6 @@ class NumPyKernels(Generic):
             np.multiply(better, dtype(c), out=step)
             np.maximum(index, step, out=index)
             np.maximum(best, at(c), out=best)  # NaN propagates into best
-        index = index.astype(np.intp)
         if np.isnan(best).any():  # as np.argmax: a pixel with a NaN takes its first NaN
             nan = np.isnan(best)
             index[nan] = np.argmax(np.isnan(np.moveaxis(x, axis, -1)[nan]), axis=-1)

@@ -43,8 +43,9 @@ class TorchKernels(Generic):
         is_best = is_best.view(dtype) if dtype == torch.uint8 else is_best.to(dtype)
         first = is_best.mul_(reversed_ids).amax(dim=axis)
         index = c - first  # c where the maximum is NaN (it equals nothing)
-        nan = best.squeeze(axis).isnan()
-        if nan.any():  # as torch.argmax: such a pixel takes the index of a NaN
+        if index.numel() and int(index.max()) == c:  # a narrow pass, not isnan(best)
+            # As torch.argmax: such a pixel takes the index of a NaN.
+            nan = index == c
             index[nan] = torch.max(x.movedim(axis, -1)[nan], dim=-1).indices.to(dtype)
         return index
 
