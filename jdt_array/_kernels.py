@@ -38,10 +38,21 @@ class Generic:
         default integer dtype, or None."""
         return None
 
-    @staticmethod
-    def pair_counts(label_ids: Any, pred_ids: Any, num_classes: int) -> Any:
+    @classmethod
+    def pair_counts(cls, label_ids: Any, pred_ids: Any, num_classes: int) -> Any:
         """(B, C + 1, C + 1) counts of each (label id, predicted id) pair in two (B, N)
-        id arrays in [0, C] (C: no class), in the default integer dtype, or None."""
+        id arrays in [0, C] (C: no class), in the default integer dtype, or None.
+
+        None also where the (C + 1)^2 bins of an image outnumber its pixels: then
+        counting class by class is cheaper."""
+        size = (num_classes + 1) ** 2
+        if size > max(label_ids.shape[1], 1024):
+            return None
+        return cls.count_pairs(label_ids, pred_ids, num_classes, size)
+
+    @staticmethod
+    def count_pairs(label_ids: Any, pred_ids: Any, num_classes: int, size: int) -> Any:
+        """``pair_counts`` with the table's ``size`` per image checked, or None."""
         return None
 
     @staticmethod

@@ -73,11 +73,8 @@ class NumPyKernels(Generic):
         return counts.reshape(b, num_classes + 1)[:, :num_classes].astype(np.int64)
 
     @staticmethod
-    def pair_counts(label_ids, pred_ids, num_classes):
-        b, n = label_ids.shape
-        size = (num_classes + 1) ** 2
-        if size > max(n, 1024):
-            return None  # a table larger than the image: count class by class
+    def count_pairs(label_ids, pred_ids, num_classes, size):
+        b = label_ids.shape[0]
         code = label_ids.astype(np.intp) * (num_classes + 1)
         code += pred_ids
         if b > 1:

@@ -57,11 +57,8 @@ class TorchKernels(Generic):
         return counts.scatter_add_(1, ids.long(), ones)[:, :num_classes]
 
     @staticmethod
-    def pair_counts(label_ids, pred_ids, num_classes):
-        b, n = label_ids.shape
-        size = (num_classes + 1) ** 2
-        if size > max(n, 1024):
-            return None  # a table larger than the image: count class by class
+    def count_pairs(label_ids, pred_ids, num_classes, size):
+        b = label_ids.shape[0]
         # Both int64 first: a mixed-dtype in-place add is many times slower on CPU.
         code = (label_ids.long() * (num_classes + 1)).add_(pred_ids.long())
         if label_ids.device.type == "cpu":
