@@ -68,3 +68,33 @@ def test_chunked_softmax_equals_the_formula(monkeypatch, axis):
     got = NumPyKernels.softmax(x, axis)
     assert got.shape == x.shape and got.dtype == x.dtype
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def _softmax_in_child(queue):
+    x = np.random.default_rng(1).standard_normal((1, 3, 5000))
+    queue.put(float(NumPyKernels.softmax(x, 1).sum()))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_a_forked_child_gets_threads_of_its_own(monkeypatch):
+    """After fork the parent's pool threads do not exist in the child; reusing that
+    pool would hang the child's first chunked call."""
+    import multiprocessing
+
+    monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setenv("JDT_ARRAY_NUMPY_THREADS", "2")
+    numpy_parallel._pool.cache_clear()
+    try:
+        NumPyKernels.softmax(np.ones((1, 3, 5000)), 1)  # the parent's pool now runs
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_softmax_in_child, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+        assert not hung, "the forked child hung in the chunked softmax"
+        assert queue.get(timeout=5) == pytest.approx(5000.0)
+    finally:
+        numpy_parallel._pool.cache_clear()

@@ -29,7 +29,7 @@ def each_chunk(fn: Callable[[slice], None], pixels: int, per_pixel: int) -> None
     step = max(1, CHUNK_ELEMENTS // max(per_pixel, 1))
     chunks = [slice(s, min(s + step, pixels)) for s in range(0, pixels, step)]
     chunks = chunks or [slice(0, 0)]  # no pixels: one empty call, for its zero results
-    pool = _pool()
+    pool = _pool(os.getpid())
     if pool is None or len(chunks) < 2:
         for chunk in chunks:
             fn(chunk)
@@ -56,7 +56,9 @@ def threads() -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor | None:
+def _pool(pid: int) -> ThreadPoolExecutor | None:
+    """The pool of process ``pid``: a forked child (a data loader worker, say) gets
+    a pool of its own, since the parent's threads do not exist in it."""
     count = threads()
     if count == 1:
         return None
