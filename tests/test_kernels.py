@@ -57,6 +57,7 @@ def test_native_statistics_and_gradient_equal_generic(
         from jdt_array.backends import numpy_parallel
 
         # A few pixels per chunk: the tiny arrays run as many chunks on the threads.
+        monkeypatch.setattr(numpy_parallel, "MIN_CHUNK_PIXELS", 1)
         monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", chunk)
     logits, label, keep = _inputs(backend, shape, drop)
     rng = np.random.default_rng(1)

@@ -10,6 +10,7 @@ from jdt_array.backends.numpy_kernels import NumPyKernels
 
 
 def test_each_chunk_covers_every_pixel_exactly_once(monkeypatch):
+    monkeypatch.setattr(numpy_parallel, "MIN_CHUNK_PIXELS", 1)
     monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 12)
     seen = np.zeros(1000, dtype=int)
     lock = threading.Lock()
@@ -22,6 +23,13 @@ def test_each_chunk_covers_every_pixel_exactly_once(monkeypatch):
     np.testing.assert_array_equal(seen, 1)
 
 
+def test_many_classes_still_make_chunks_of_many_pixels():
+    chunks = []
+    numpy_parallel.each_chunk(chunks.append, 10_000, per_pixel=10**6)
+    assert len(chunks) == -(-10_000 // numpy_parallel.MIN_CHUNK_PIXELS)
+    assert sum(c.stop - c.start for c in chunks) == 10_000
+
+
 def test_no_pixels_still_calls_once():
     calls = []
     numpy_parallel.each_chunk(calls.append, 0, per_pixel=3)
@@ -29,6 +37,7 @@ def test_no_pixels_still_calls_once():
 
 
 def test_an_error_in_a_chunk_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(numpy_parallel, "MIN_CHUNK_PIXELS", 1)
     monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 4)
 
     def fail(chunk):
@@ -59,6 +68,7 @@ def test_default_thread_count_is_the_usable_cores_capped(monkeypatch):
 
 @pytest.mark.parametrize("axis", [1, -1], ids=["channels-first", "channels-last"])
 def test_chunked_softmax_equals_the_formula(monkeypatch, axis):
+    monkeypatch.setattr(numpy_parallel, "MIN_CHUNK_PIXELS", 1)
     monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 16)  # many chunks
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 7, 3)) * 30  # large logits: the max shift matters
@@ -81,6 +91,7 @@ def test_a_forked_child_gets_threads_of_its_own(monkeypatch):
     pool would hang the child's first chunked call."""
     import multiprocessing
 
+    monkeypatch.setattr(numpy_parallel, "MIN_CHUNK_PIXELS", 1)
     monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", 64)
     monkeypatch.setenv("JDT_ARRAY_NUMPY_THREADS", "2")
     numpy_parallel._pool.cache_clear()

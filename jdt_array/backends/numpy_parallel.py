@@ -18,15 +18,18 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-# Values per chunk: 512 KiB of float32, a few such arrays fit in a core's L2 cache.
+# Values per chunk: 512 KiB of float32, a few such arrays fit in a core's L2 cache;
+# but at least MIN_CHUNK_PIXELS pixels, so that many classes and images do not turn
+# into thousands of tiny chunks whose Python overhead outweighs the cache.
 CHUNK_ELEMENTS = 1 << 17
+MIN_CHUNK_PIXELS = 256
 _MAX_THREADS = 8
 
 
 def each_chunk(fn: Callable[[slice], None], pixels: int, per_pixel: int) -> None:
     """Call ``fn(chunk)`` for slices covering ``range(pixels)``, in parallel; each
     pixel holds ``per_pixel`` values. Calls must write disjoint memory."""
-    step = max(1, CHUNK_ELEMENTS // max(per_pixel, 1))
+    step = max(MIN_CHUNK_PIXELS, CHUNK_ELEMENTS // max(per_pixel, 1), 1)
     chunks = [slice(s, min(s + step, pixels)) for s in range(0, pixels, step)]
     chunks = chunks or [slice(0, 0)]  # no pixels: one empty call, for its zero results
     pool = _pool(os.getpid())
