@@ -133,6 +133,20 @@ def test_integer_predictions_and_narrow_label_dtypes(backend):
     assert_matches(backend, evaluate(backend, [(pred, label)], **options), expected)
 
 
+@pytest.mark.parametrize("dtype", ["uint32", "uint64"])
+@pytest.mark.parametrize("calibration", [False, True], ids=["counts", "calibration"])
+def test_wide_unsigned_labels(backend, dtype, calibration):
+    """Unsigned labels meet signed class ids and predictions: no mixed-kind promotion
+    (array-api-strict refuses uint64 with int64)."""
+    rng = np.random.default_rng(3)
+    prob = as_backend_float(backend, make_prob(rng, (2, 3, 5, 4)))
+    label = make_label(rng, prob)
+    label = np.where(rng.random(label.shape) < 0.1, 7, label).astype(dtype)
+    options = {"num_classes": 3, "ignore_index": 7, "calibration": calibration}
+    expected = fine_grained_reference(prob, label, **options)
+    assert_matches(backend, evaluate(backend, [(prob, label)], **options), expected)
+
+
 def hand_made_dataset():
     """Three 10 x 10 images, background 0 and object 1, predictions as integers.
 

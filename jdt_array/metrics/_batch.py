@@ -214,8 +214,14 @@ def _class_axis(class_axis: Any, shape: tuple) -> int:
 
 
 def _widen(xp, ids: Array) -> Array:
-    """Narrow integer dtypes widened (exactly) to int32, so C and ignore_index fit."""
-    return xp.astype(ids, xp.int32) if xp.iinfo(ids.dtype).bits <= 16 else ids
+    """Ids in a signed dtype that holds C and ignore_index, so that they meet signed
+    class ids and predictions without mixed-kind promotion: narrow dtypes widened
+    (exactly) to int32, wide unsigned ones to int64 (a uint64 beyond the int64 range,
+    no class id either way, turns negative)."""
+    info = xp.iinfo(ids.dtype)
+    if info.bits <= 16:
+        return xp.astype(ids, xp.int32)
+    return xp.astype(ids, xp.int64) if info.min == 0 else ids
 
 
 def _is_class_id(xp, ids: Array, num_classes: int) -> Array:
