@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jdt_array._tools.libraries import ArrayLibrary
+
 CASES = {
     "jaccard-D": ("jaccard_loss", {}),
     "dice-D": ("dice_loss", {}),
@@ -87,18 +89,22 @@ def _numpy(path, case, logits, label, device):
     return Step(lambda: jdt_array.value_and_grad(loss, logits, label), logits.nbytes)
 
 
-def _cupy(path, case, logits, label, device):
-    import cupy
+def _on(module, device, *arrays):
+    """The NumPy ``arrays`` on a library and device, and that library."""
+    lib = ArrayLibrary(module, device)
+    return (lib, *(lib.from_numpy(a) for a in arrays))
 
+
+def _cupy(path, case, logits, label, device):
     import jdt_array
 
-    x, y = cupy.asarray(logits), cupy.asarray(label)
+    lib, x, y = _on("cupy", device, logits, label)
     if case == "metrics-update":
-        return _metrics_step(x, y, sync=cupy.cuda.Device().synchronize)
+        return _metrics_step(x, y, sync=lib.synchronize)
 
     def run():
         jdt_array.value_and_grad(_loss(case), x, y)
-        cupy.cuda.Device().synchronize()
+        lib.synchronize()
 
     return Step(run, logits.nbytes)
 
@@ -108,9 +114,8 @@ def _torch(path, case, logits, label, device):
 
     from jdt_array.backends import torch as jt
 
-    x = torch.asarray(logits, device=device)
-    y = torch.asarray(label, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    lib, x, y = _on("torch", device, logits, label)
+    sync = lib.synchronize
     if case == "metrics-update":
         return _metrics_step(x, y, sync=sync)
     name, options = CASES[case]
@@ -138,8 +143,7 @@ def _jax(path, case, logits, label, device):
 
     from jdt_array.backends import jax as jj
 
-    dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
-    x, y = jax.device_put(logits, dev), jax.device_put(label, dev)
+    _, x, y = _on("jax", device, logits, label)
     if case == "metrics-update":
         return _metrics_step(x, y, sync=lambda: None)
     name, options = CASES[case]
@@ -152,13 +156,11 @@ def _jax(path, case, logits, label, device):
 
 
 def _monai(path, case, logits, label, device):
-    import torch
     from monai.losses import DiceLoss
 
-    x = torch.asarray(logits, device=device)
-    y = torch.asarray(label, device=device)[:, None]
+    lib, x, y = _on("torch", device, logits, label[:, None])
     loss = DiceLoss(softmax=True, to_onehot_y=True, batch=True, jaccard=case == "jaccard-D")
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = lib.synchronize
 
     def run():
         z = x.detach().requires_grad_(True)
@@ -172,11 +174,10 @@ def _onehot(path, case, logits, label, device):
     """The reference algorithm, re-written: float one-hot label, an explicit |p - y|."""
     import torch
 
-    x = torch.asarray(logits, device=device)
-    y = torch.asarray(label, device=device)
+    lib, x, y = _on("torch", device, logits, label)
     ab = 0.5 if case == "dice-D" else 1.0
     per_image = case == "jaccard-I+C"
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = lib.synchronize
 
     def loss(z):
         b, c = z.shape[:2]
@@ -205,10 +206,9 @@ def _reference(path, case, logits, label, device):
     cardinalities, and "present" classes from the amax of the one-hot label."""
     import torch
 
-    x = torch.asarray(logits, device=device)
-    y = torch.asarray(label, device=device)
+    lib, x, y = _on("torch", device, logits, label)
     ab = 0.5 if case == "dice-D" else 1.0
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = lib.synchronize
 
     def loss(z):
         b, c = z.shape[:2]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import jdt_array
-from jdt_array.backends.arrays import ArrayLibrary
+from jdt_array._tools.libraries import ArrayLibrary
 from jdt_array.grad import HAND_GRADIENTS
 
 

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jdt_array
+from jdt_array._tools.demo import CLASSES, make_dataset
 from jdt_array.backends import jax as jdt_jax
-from jdt_array.demo import CLASSES, make_dataset
 from jdt_array.metrics import FineGrainedMetrics
 
 C = len(CLASSES)

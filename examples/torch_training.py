@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from jdt_array._tools.demo import CLASSES, make_dataset
 from jdt_array.backends.torch import JDTLoss
-from jdt_array.demo import CLASSES, make_dataset
 from jdt_array.metrics import FineGrainedMetrics
 
 IGNORE = 255

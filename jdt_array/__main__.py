@@ -7,7 +7,9 @@ import json
 import os
 import sys
 
-BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
+from ._tools.libraries import LIBRARIES
+
+BACKENDS = tuple(dict.fromkeys(lib.module for lib in LIBRARIES))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
@@ -70,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     # float64 results need JAX's double precision, which must be chosen before import.
     os.environ.setdefault("JAX_ENABLE_X64", "1")
-    from .backends.arrays import available_libraries
-    from .check import as_dicts, format_report, run_checks
+    from ._tools.check import as_dicts, format_report, run_checks
+    from ._tools.libraries import available_libraries
 
     libraries = [
         lib
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 def _demo(args) -> int:
     if args.steps < 1:
         _parser().error(f"--steps must be at least 1, got {args.steps}")
-    from .demo import run_demo
+    from ._tools.demo import run_demo
 
     run_demo(args.framework, steps=args.steps, seed=args.seed, plot=args.plot or None)
     return 0
@@ -106,7 +108,7 @@ def _bench(argv: list[str]) -> int:
     sys.path.insert(0, str(root))
     from benchmarks.suite import main as bench_main
 
-    from .demo import progress_bar
+    from ._tools.demo import progress_bar
 
     return bench_main(argv, progress=progress_bar)
 

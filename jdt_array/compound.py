@@ -11,24 +11,34 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import _validation as check
-from ._namespace import namespace_of
-from .cross_entropy import cross_entropy, zero_d
-from .jdt import JDTOptions, jdt_loss, jdt_statistics, loss_from_statistics
+from . import _checks as checks
+from ._array import Array, namespace_of, zero_d
+from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
+from ._tversky import Level, levels, loss_from_levels, statistics_grad
+from .cross_entropy import cross_entropy, cross_entropy_value_and_grad
+from .jdt import JDTOptions, jdt_loss, jdt_value_and_grad, prepare
 
-__all__ = ["ce_jdt_loss", "generalized_dice_loss"]
+__all__ = [
+    "CE_WEIGHT",
+    "JDT_WEIGHT",
+    "ce_jdt_loss",
+    "ce_jdt_value_and_grad",
+    "generalized_dice_loss",
+    "generalized_dice_value_and_grad",
+]
 
-Array = Any
+# The FAQ's mixture of cross-entropy and JDT loss.
+CE_WEIGHT, JDT_WEIGHT = 0.25, 0.75
 
 
 def ce_jdt_loss(
     logits: Array,
     label: Array,
     *,
-    ce_weight: float = 0.25,
-    jdt_weight: float = 0.75,
+    ce_weight: float = CE_WEIGHT,
+    jdt_weight: float = JDT_WEIGHT,
     ignore_index: int | None = None,
     keep_mask: Array | None = None,
     class_axis: int = 1,
@@ -55,19 +65,46 @@ def ce_jdt_loss(
         TypeError, ValueError: as the two losses; a negative or non-finite weight, both
             weights 0, an option :func:`jdt_array.jdt_loss` does not take.
     """
-    ce_weight = check.check_real("ce_weight", ce_weight, low=0.0)
-    jdt_weight = check.check_real("jdt_weight", jdt_weight, low=0.0)
+    weights = _mixture_weights(ce_weight, jdt_weight)
+    shared = {"ignore_index": ignore_index, "keep_mask": keep_mask,
+              "class_axis": class_axis}  # fmt: skip
+    parts = (cross_entropy(logits, label, **shared),
+             jdt_loss(logits, label, **shared, **jdt_options))  # fmt: skip
+    return _mix(namespace_of(logits=logits), weights, parts)
+
+
+def ce_jdt_value_and_grad(
+    logits: Array,
+    label: Array,
+    *,
+    ce_weight: float = CE_WEIGHT,
+    jdt_weight: float = JDT_WEIGHT,
+    ignore_index: int | None = None,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    **jdt_options: Any,
+) -> tuple[Array, Array]:
+    """:func:`ce_jdt_loss` and its gradient with respect to ``logits``, by hand: the
+    weighted sum of both parts' values and gradients."""
+    weights = _mixture_weights(ce_weight, jdt_weight)
+    shared = {"ignore_index": ignore_index, "keep_mask": keep_mask,
+              "class_axis": class_axis}  # fmt: skip
+    ce, g_ce = cross_entropy_value_and_grad(logits, label, **shared)
+    jdt, g_jdt = jdt_value_and_grad(logits, label, **shared, **jdt_options)
+    xp = namespace_of(logits=logits)
+    return _mix(xp, weights, (ce, jdt)), _mix(xp, weights, (g_ce, g_jdt))
+
+
+def _mixture_weights(ce_weight: Any, jdt_weight: Any) -> tuple[float, float]:
+    ce_weight = checks.check_real("ce_weight", ce_weight, low=0.0)
+    jdt_weight = checks.check_real("jdt_weight", jdt_weight, low=0.0)
     if ce_weight == 0 and jdt_weight == 0:
         raise ValueError("at least one of ce_weight and jdt_weight must be positive")
-    shared = {
-        "ignore_index": ignore_index,
-        "keep_mask": keep_mask,
-        "class_axis": class_axis,
-    }
-    ce = cross_entropy(logits, label, **shared)
-    jdt = jdt_loss(logits, label, **shared, **jdt_options)
-    xp = namespace_of(logits=logits)
-    return zero_d(xp, ce_weight * ce + jdt_weight * jdt)
+    return ce_weight, jdt_weight
+
+
+def _mix(xp: Any, weights: tuple[float, float], parts: tuple[Array, Array]) -> Array:
+    return zero_d(xp, weights[0] * parts[0] + weights[1] * parts[1])
 
 
 def generalized_dice_loss(
@@ -118,9 +155,53 @@ def generalized_dice_loss(
         TypeError, ValueError: as :func:`jdt_array.jdt_loss`; ``smooth`` negative,
             ``per_image`` not a bool.
     """
-    if not isinstance(per_image, bool):
-        raise TypeError(f"per_image must be a bool, got {per_image!r}")
+    return _generalized_dice(
+        logits, label, keep_mask, ignore_index, class_axis, per_image, smooth
+    ).loss
+
+
+def generalized_dice_value_and_grad(
+    logits: Array,
+    label: Array,
+    *,
+    keep_mask: Array | None = None,
+    ignore_index: int | None = None,
+    class_axis: int = 1,
+    per_image: bool = False,
+    smooth: float = 1e-3,
+) -> tuple[Array, Array]:
+    """:func:`generalized_dice_loss` and its gradient with respect to ``logits``, by
+    hand (the weights, which depend on the label only, are constants)."""
+    gd = _generalized_dice(logits, label, keep_mask, ignore_index, class_axis, per_image,
+                           smooth)  # fmt: skip
+    xp = gd.inputs.xp
+    g_prob_card, g_diff_card = statistics_grad(
+        xp, gd.parts, gd.options, gd.weights, gd.inputs.loss_shape
+    )
+    grad = statistics_vjp(
+        gd.inputs, g_prob_card, g_diff_card, residual=gd.residual, overwrite=True
+    )
+    return gd.loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+class _GeneralizedDice(NamedTuple):
+    inputs: Prepared
+    residual: Any
+    options: JDTOptions
+    weights: Array
+    parts: list[Level]
+    loss: Array
+
+
+def _generalized_dice(
+    logits, label, keep_mask, ignore_index, class_axis, per_image, smooth
+) -> _GeneralizedDice:
+    """The generalized Dice loss as the core's class-agnostic Dice loss (alpha = beta =
+    0.5) with Sudre's weights, and what its gradient needs."""
+    checks.check_bool("per_image", per_image)
     options = JDTOptions(
+        class_axis=class_axis,
+        ignore_index=ignore_index,
         mIoUD=0.0 if per_image else 1.0,
         mIoUI=1.0 if per_image else 0.0,
         alpha=0.5,
@@ -132,16 +213,18 @@ def generalized_dice_loss(
         active_classes_mode_soft="PRESENT",
         class_agnostic=True,
     )
-    stats, hard = jdt_statistics(
-        logits, label, keep_mask=keep_mask, class_axis=class_axis, ignore_index=ignore_index
-    )
-    xp = namespace_of(logits=logits)
-    volume = stats.label_card  # (B, C)
-    if not per_image:
-        volume = xp.sum(volume, axis=0)  # (C,)
-    weights = sudre_weights(xp, volume)
-    loss = loss_from_statistics(stats, options, hard=hard, class_weights=weights)
-    return zero_d(xp, loss)
+    inputs = prepare(logits, label, keep_mask, options)
+    xp = inputs.xp
+    stats, residual = statistics(inputs)
+    weights = sudre_weights(xp, _volume(xp, stats, per_image))
+    parts = levels(stats, options, inputs.hard, weights)
+    loss = zero_d(xp, loss_from_levels(xp, parts, options, weights))
+    return _GeneralizedDice(inputs, residual, options, weights, parts, loss)
+
+
+def _volume(xp: Any, stats: Statistics, per_image: bool) -> Array:
+    """The class volumes |y_c|: (B, C) per image, else (C,) over the batch."""
+    return stats.label_card if per_image else xp.sum(stats.label_card, axis=0)
 
 
 def sudre_weights(xp: Any, volume: Array) -> Array:

@@ -9,15 +9,20 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
-from . import _validation as check
-from ._namespace import compute_dtype, namespace_of, zero_d
-from ._statistics import class_mask, masked_mean
+from . import _checks as checks
+from ._array import Array, compute_dtype, namespace_of, zero_d
+from ._pixels import class_mask, kept_pixels, masked_mean
 
-__all__ = ["cross_entropy", "kl_div"]
-
-Array = Any
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_value_and_grad",
+    "kl_div",
+    "kl_div_value_and_grad",
+    "log_softmax",
+]
 
 
 def cross_entropy(
@@ -65,32 +70,98 @@ def cross_entropy(
             traced arrays (inside ``jax.jit``); there, a kept out-of-range class id
             counts as a pixel with zero loss.
     """
-    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    check.check_logits(xp, logits)
-    axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    ignore_index = check.check_ignore_index(ignore_index)
-    gamma = check.check_real("gamma", gamma, low=0.0)
-    hard = check.label_kind(xp, logits, label, axis)
-    if keep_mask is not None:
-        check.check_keep_mask(xp, keep_mask, logits, axis)
+    px = _prepare_cross_entropy(logits, label, ignore_index, keep_mask, class_axis, gamma)
+    return _cross_entropy_value(px, gamma)
 
-    log_prob = log_softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+
+def cross_entropy_value_and_grad(
+    logits: Array,
+    label: Array,
+    *,
+    ignore_index: int | None = None,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    gamma: float = 0.0,
+) -> tuple[Array, Array]:
+    r""":func:`cross_entropy` and its gradient with respect to ``logits``, by hand.
+
+    With :math:`\ell = -\sum_c y_c f_c \log p_c`, :math:`f_c = (1 - p_c)^\gamma`:
+    :math:`h_c = \partial \ell / \partial \log p_c = -y_c (f_c - \gamma (1 - p_c)^{\gamma-1}
+    p_c \log p_c)` and, through the log-softmax, :math:`g = h - p \sum_c h_c`.
+    """
+    px = _prepare_cross_entropy(logits, label, ignore_index, keep_mask, class_axis, gamma)
+    xp, axis = px.xp, px.axis
+    target = xp.astype(px.target, px.log_prob.dtype) if px.hard else px.target
+    h = -target * _focal(xp, px.log_prob, gamma, derivative=True)
+    grad = h - xp.exp(px.log_prob) * xp.sum(h, axis=axis, keepdims=True)
+    grad = _pixel_mean_grad(xp, grad, px.keep, axis)
+    return _cross_entropy_value(px, gamma), xp.astype(grad, logits.dtype, copy=False)
+
+
+class _Pixels(NamedTuple):
+    """The checked inputs of a pixel-wise loss, with the log-probabilities computed."""
+
+    xp: Any
+    axis: int  # the class axis, non-negative
+    log_prob: Array
+    target: Array  # the one-hot class mask of a hard label, or the soft label
+    hard: bool
+    keep: Array | None  # the pixels averaged over (None: all)
+
+
+def _prepare_cross_entropy(logits, label, ignore_index, keep_mask, class_axis, gamma):
+    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
+    checks.check_logits(xp, logits)
+    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
+    ignore_index = checks.check_ignore_index(ignore_index)
+    checks.check_real("gamma", gamma, low=0.0)
+    hard = checks.label_kind(xp, logits, label, axis)
+    if keep_mask is not None:
+        checks.check_keep_mask(xp, keep_mask, logits, axis)
     if hard:
-        check.check_hard_label_values(
+        checks.check_hard_label_values(
             xp, label, logits.shape[axis], ignore_index, keep_mask
         )
-        is_class = class_mask(xp, label, None, axis, logits.shape[axis])
-        # Summing the log-probabilities over a one-hot mask picks log p_t without a gather.
-        log_p = xp.sum(xp.where(is_class, log_prob, 0.0), axis=axis)
-        per_pixel = -_focal_factor(xp, log_p, gamma) * log_p
+    else:
+        checks.check_soft_label_values(xp, label)
+    log_prob = log_softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+    if hard:
+        target = class_mask(xp, label, None, axis, logits.shape[axis])
         keep = kept_pixels(xp, label, ignore_index, keep_mask)
     else:
-        check.check_soft_label_values(xp, label)
-        y = xp.astype(label, log_prob.dtype)
-        terms = y * _focal_factor(xp, log_prob, gamma) * log_prob
+        target, keep = xp.astype(label, log_prob.dtype), keep_mask
+    return _Pixels(xp, axis, log_prob, target, hard, keep)
+
+
+def _cross_entropy_value(px: _Pixels, gamma: float) -> Array:
+    xp, axis = px.xp, px.axis
+    if px.hard:
+        # Summing the log-probabilities over a one-hot mask picks log p_t without a gather.
+        log_p = xp.sum(xp.where(px.target, px.log_prob, 0.0), axis=axis)
+        per_pixel = -_focal(xp, log_p, gamma) * log_p
+    else:
+        terms = px.target * _focal(xp, px.log_prob, gamma) * px.log_prob
         per_pixel = -xp.sum(terms, axis=axis)
-        keep = keep_mask
-    return masked_mean(xp, per_pixel, keep)
+    return masked_mean(xp, per_pixel, px.keep)
+
+
+def _focal(xp: Any, log_p: Array, gamma: float, *, derivative: bool = False) -> Any:
+    """The focal factor f = (1 - p)^gamma from log p (1 when gamma is 0); with
+    ``derivative``, d (f log p) / d log p = f - gamma (1 - p)^(gamma - 1) p log p.
+
+    ``-expm1(log p)`` is 1 - p without cancellation near p = 1; the double where keeps
+    the gradient of a fractional power finite where 1 - p rounds to 0.
+    """
+    if gamma == 0:
+        return 1.0
+    q = -xp.expm1(log_p)
+    positive = q > 0
+    q_safe = xp.where(positive, q, 1.0)
+    factor = xp.where(positive, q_safe**gamma, 0.0)
+    if not derivative:
+        return factor
+    slope = gamma * q_safe ** (gamma - 1) * xp.exp(log_p) * log_p
+    return factor - xp.where(positive, slope, 0.0)
 
 
 def kl_div(
@@ -131,23 +202,50 @@ def kl_div(
         ValueError: shapes that do not match, ``temperature`` not > 0, ``target_prob``
             outside [0, 1] (not checked inside ``jax.jit``).
     """
+    log_p, q = _prepare_kl_div(logits, target_prob, temperature, keep_mask, class_axis)
+    return _kl_div_value(log_p, q, temperature, keep_mask, class_axis % logits.ndim)
+
+
+def kl_div_value_and_grad(
+    logits: Array,
+    target_prob: Array,
+    *,
+    temperature: float = 1.0,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+) -> tuple[Array, Array]:
+    r""":func:`kl_div` and its gradient, :math:`T (p \sum_c q_c - q)` per kept pixel
+    over their number, with p = softmax(z / T)."""
+    log_p, q = _prepare_kl_div(logits, target_prob, temperature, keep_mask, class_axis)
+    xp, axis = namespace_of(logits=logits), class_axis % logits.ndim
+    grad = temperature * (xp.exp(log_p) * xp.sum(q, axis=axis, keepdims=True) - q)
+    grad = _pixel_mean_grad(xp, grad, keep_mask, axis)
+    loss = _kl_div_value(log_p, q, temperature, keep_mask, axis)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+def _prepare_kl_div(logits, target_prob, temperature, keep_mask, class_axis):
+    """Check the arguments of :func:`kl_div`; log softmax(z / T) and the teacher's q."""
     xp = namespace_of(logits=logits, target_prob=target_prob, keep_mask=keep_mask)
-    check.check_logits(xp, logits)
-    axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    temperature = check.check_real("temperature", temperature, low=0.0, strict=True)
+    checks.check_logits(xp, logits)
+    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
+    checks.check_real("temperature", temperature, low=0.0, strict=True)
     if not xp.isdtype(target_prob.dtype, "real floating"):
         raise TypeError(
             f"target_prob must be a floating array of probabilities shaped like logits, "
             f"got dtype {target_prob.dtype}; for a hard label use cross_entropy"
         )
-    check.label_kind(xp, logits, target_prob, axis)
-    check.check_soft_label_values(xp, target_prob)
+    checks.label_kind(xp, logits, target_prob, axis)
+    checks.check_soft_label_values(xp, target_prob)
     if keep_mask is not None:
-        check.check_keep_mask(xp, keep_mask, logits, axis)
-
+        checks.check_keep_mask(xp, keep_mask, logits, axis)
     dtype = compute_dtype(xp, logits.dtype)
     log_p = log_softmax(xp, logits, axis, dtype, temperature=temperature)
-    q = xp.astype(target_prob, dtype)
+    return log_p, xp.astype(target_prob, dtype)
+
+
+def _kl_div_value(log_p, q, temperature, keep_mask, axis):
+    xp = namespace_of(log_p=log_p)
     positive = q > 0
     # The double where gives 0 log 0 = 0 in the value and a finite gradient.
     q_log_q = xp.where(positive, q * xp.log(xp.where(positive, q, 1.0)), 0.0)
@@ -165,23 +263,10 @@ def log_softmax(xp: Any, logits: Any, axis: int, dtype: Any, *, temperature: flo
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
-def kept_pixels(xp: Any, label: Any, ignore_index: int | None, keep_mask: Any) -> Any:
-    """The pixels a hard-label loss uses (``keep_mask`` and not ``ignore_index``), or None
-    when all are."""
-    if ignore_index is None:
-        return keep_mask
-    kept = label != ignore_index
-    return kept if keep_mask is None else keep_mask & kept
-
-
-def _focal_factor(xp: Any, log_p: Any, gamma: float) -> Any:
-    """(1 - p)^gamma from log p; 1 when gamma is 0.
-
-    ``-expm1(log p)`` is 1 - p without cancellation near p = 1; the double where keeps
-    the gradient of a fractional power finite where 1 - p rounds to 0.
-    """
-    if gamma == 0:
-        return 1.0
-    q = -xp.expm1(log_p)
-    positive = q > 0
-    return xp.where(positive, xp.where(positive, q, 1.0) ** gamma, 0.0)
+def _pixel_mean_grad(xp, grad, keep, axis):
+    """Scale per-pixel gradients for a mean over the kept pixels (0 where dropped)."""
+    if keep is None:
+        return grad * (grad.shape[axis] / math.prod(grad.shape))
+    kept = xp.expand_dims(keep, axis=axis)
+    count = xp.sum(xp.astype(keep, grad.dtype))
+    return xp.where(kept, grad, 0.0) / xp.where(count > 0, count, 1.0)

@@ -1,4 +1,5 @@
-"""One gradient entry point for every loss, on every array library."""
+"""One gradient entry point for every loss, on every array library, and the registry of
+the hand-derived gradients (each lives beside its loss)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,27 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import is_jax_array, is_torch_array
-
-from . import family_grad as fg
-from ._namespace import namespace_of
-from .compound import ce_jdt_loss, generalized_dice_loss
-from .cross_entropy import cross_entropy, kl_div
-from .jdt import dice_loss, jaccard_loss, jdt_loss, tversky_loss
-from .jdt_grad import jdt_value_and_grad
-from .lovasz import lovasz_hinge_loss, lovasz_softmax_loss
-
-Array = Any
+from . import _kernels
+from ._array import Array, namespace_of
+from .compound import (
+    ce_jdt_loss,
+    ce_jdt_value_and_grad,
+    generalized_dice_loss,
+    generalized_dice_value_and_grad,
+)
+from .cross_entropy import (
+    cross_entropy,
+    cross_entropy_value_and_grad,
+    kl_div,
+    kl_div_value_and_grad,
+)
+from .jdt import dice_loss, jaccard_loss, jdt_loss, jdt_value_and_grad, tversky_loss
+from .lovasz import (
+    lovasz_hinge_loss,
+    lovasz_hinge_value_and_grad,
+    lovasz_softmax_loss,
+    lovasz_softmax_value_and_grad,
+)
 
 # Losses whose gradient is also derived by hand, for libraries without autodiff.
 HAND_GRADIENTS: dict[Callable, Callable] = {
@@ -24,12 +35,12 @@ HAND_GRADIENTS: dict[Callable, Callable] = {
     jaccard_loss: functools.partial(jdt_value_and_grad, alpha=1.0, beta=1.0),
     dice_loss: functools.partial(jdt_value_and_grad, alpha=0.5, beta=0.5),
     tversky_loss: jdt_value_and_grad,
-    cross_entropy: fg.cross_entropy_value_and_grad,
-    kl_div: fg.kl_div_value_and_grad,
-    ce_jdt_loss: fg.ce_jdt_value_and_grad,
-    generalized_dice_loss: fg.generalized_dice_value_and_grad,
-    lovasz_softmax_loss: fg.lovasz_softmax_value_and_grad,
-    lovasz_hinge_loss: fg.lovasz_hinge_value_and_grad,
+    cross_entropy: cross_entropy_value_and_grad,
+    kl_div: kl_div_value_and_grad,
+    ce_jdt_loss: ce_jdt_value_and_grad,
+    generalized_dice_loss: generalized_dice_value_and_grad,
+    lovasz_softmax_loss: lovasz_softmax_value_and_grad,
+    lovasz_hinge_loss: lovasz_hinge_value_and_grad,
 }
 
 
@@ -52,13 +63,9 @@ def value_and_grad(
             f"value_and_grad differentiates with respect to logits, which must be a "
             f"floating array; got dtype {logits.dtype}"
         )
-    if is_torch_array(logits):
-        from .backends import torch as adapter
-    elif is_jax_array(logits):
-        from .backends import jax as adapter
-    else:
-        return hand_gradient(loss_fn)(logits, label, **options)
-    return adapter.value_and_grad(loss_fn, logits, label, **options)
+    return _kernels.value_and_grad(
+        xp, loss_fn, logits, label, options, hand_gradient=hand_gradient
+    )
 
 
 def hand_gradient(loss_fn: Callable) -> Callable:

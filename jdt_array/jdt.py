@@ -13,14 +13,16 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from . import _validation as check
-from ._namespace import compute_dtype, device, namespace_of
-from ._reduction import check_reduce, levels, loss_from_levels
-from ._statistics import Statistics, hard_statistics, soft_statistics, softmax
+from . import _checks as checks
+from ._array import Array, compute_dtype, device, namespace_of
+from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
+from ._kernels import softmax
+from ._tversky import levels, loss_from_levels, statistics_grad
 
 __all__ = [
     "JDTOptions",
@@ -28,17 +30,24 @@ __all__ = [
     "jaccard_loss",
     "jdt_loss",
     "jdt_statistics",
+    "jdt_value_and_grad",
     "loss_from_statistics",
+    "loss_with_options",
+    "prepare",
     "tversky_loss",
 ]
-
-Array = Any
 
 
 @dataclass(frozen=True)
 class JDTOptions:
-    """The checked scalar options of :func:`jdt_loss` (see there for their meaning)."""
+    """The checked scalar options of :func:`jdt_loss` (see there for their meaning).
 
+    The one definition of the options, their defaults and their checks: the functional
+    forms, the PyTorch modules and the JAX forms all build one of these. Frozen and
+    hashable, so it can key compiled functions.
+    """
+
+    class_axis: int = 1
     mIoUD: float = 1.0
     mIoUI: float = 0.0
     mIoUC: float = 0.0
@@ -49,22 +58,35 @@ class JDTOptions:
     threshold: float = 0.01
     norm: float = 1
     log_loss: bool = False
+    ignore_index: int | None = None
     active_classes_mode_hard: str = "PRESENT"
     active_classes_mode_soft: str = "ALL"
     class_agnostic: bool = False
 
     def __post_init__(self) -> None:
+        checks.check_class_axis(self.class_axis)
         for name in ("mIoUD", "mIoUI", "mIoUC", "alpha", "beta", "smooth", "threshold"):
-            check.check_real(name, getattr(self, name), low=0.0)
+            checks.check_real(name, getattr(self, name), low=0.0)
         if self.mIoUD + self.mIoUI + self.mIoUC == 0:
             raise ValueError("at least one of mIoUD, mIoUI and mIoUC must be positive")
-        check.check_real("gamma", self.gamma, low=1.0)
-        check.check_real("norm", self.norm, low=1.0)
-        check.check_mode("active_classes_mode_hard", self.active_classes_mode_hard)
-        check.check_mode("active_classes_mode_soft", self.active_classes_mode_soft)
-        for name in ("log_loss", "class_agnostic"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        checks.check_real("gamma", self.gamma, low=1.0)
+        checks.check_real("norm", self.norm, low=1.0)
+        checks.check_ignore_index(self.ignore_index)
+        checks.check_mode("active_classes_mode_hard", self.active_classes_mode_hard)
+        checks.check_mode("active_classes_mode_soft", self.active_classes_mode_soft)
+        checks.check_bool("log_loss", self.log_loss)
+        checks.check_bool("class_agnostic", self.class_agnostic)
+
+    @classmethod
+    def of(cls, arguments: Mapping[str, Any]) -> JDTOptions:
+        """The options among ``arguments`` (a function's ``locals()``, say), checked."""
+        return cls(**{name: arguments[name] for name in FIELDS if name in arguments})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(JDTOptions))
 
 
 def jdt_loss(
@@ -163,21 +185,49 @@ def jdt_loss(
             arrays (inside ``jax.jit``); there, out-of-range class ids count as pixels
             of no class.
     """
-    options = JDTOptions(
-        mIoUD=mIoUD, mIoUI=mIoUI, mIoUC=mIoUC, alpha=alpha, beta=beta, gamma=gamma,
-        smooth=smooth, threshold=threshold, norm=norm, log_loss=log_loss,
-        active_classes_mode_hard=active_classes_mode_hard,
-        active_classes_mode_soft=active_classes_mode_soft, class_agnostic=class_agnostic,
+    options = JDTOptions.of(locals())
+    return loss_with_options(
+        logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
+        reduce=reduce,
     )  # fmt: skip
-    inputs = prepare(logits, label, keep_mask, class_axis, norm, ignore_index)
-    weights = check.class_weights_array(
-        inputs.xp, class_weights, inputs.prob.shape[inputs.class_axis], inputs.prob.dtype,
-        device(logits),
-    )  # fmt: skip
-    stats = inputs.statistics()
-    return loss_from_statistics(
-        stats, options, hard=inputs.hard, class_weights=weights, reduce=reduce
+
+
+def jdt_value_and_grad(
+    logits: Array,
+    label: Array,
+    *,
+    keep_mask: Array | None = None,
+    class_weights: Any = None,
+    reduce: Callable[[Array], Array] | None = None,
+    **options: Any,
+) -> tuple[Array, Array]:
+    """:func:`jdt_loss` and its gradient with respect to ``logits``, derived by hand.
+
+    Takes the arguments of ``jdt_loss``; returns ``(loss, grad)`` with ``grad`` shaped
+    and typed like ``logits``. Pure array-API code: NumPy, CuPy and array-api-strict
+    train with it, and the adapters' lean backward passes use its pixel-level half
+    (:func:`jdt_array._cardinalities.statistics_vjp`). The chain: class losses -> tp,
+    fp, fn -> |x| and |x - y| -> the probabilities x -> the logits.
+
+    With ``reduce`` (a sum over data-parallel replicas, see ``jdt_loss``) the loss is
+    the global-batch loss and ``grad`` is this replica's slice of its gradient: the
+    derivative with respect to this replica's logits, with no factor for the number of
+    replicas. ``reduce`` is only called in the forward direction.
+    """
+    opts = JDTOptions(**options)
+    reduce = checks.check_reduce(reduce)
+    inputs = prepare(logits, label, keep_mask, opts)
+    xp = inputs.xp
+    weights = _class_weights(xp, class_weights, inputs.num_classes, inputs.prob, logits)
+    stats, residual = statistics(inputs)
+    parts = levels(stats, opts, inputs.hard, weights, reduce)
+    loss = loss_from_levels(xp, parts, opts, weights, reduce)
+    g_prob_card, g_diff_card = statistics_grad(xp, parts, opts, weights, inputs.loss_shape)
+    # The probabilities are this function's own and not needed after: reuse them.
+    grad = statistics_vjp(
+        inputs, g_prob_card, g_diff_card, residual=residual, overwrite=True
     )
+    return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
 def jaccard_loss(logits: Array, label: Array, **options: Any) -> Array:
@@ -220,93 +270,81 @@ def jdt_statistics(
     union; for losses over batches spread across replicas, pass ``reduce`` to
     :func:`jdt_loss` or :func:`loss_from_statistics`.
     """
-    inputs = prepare(logits, label, keep_mask, class_axis, norm, ignore_index)
-    return inputs.statistics(), inputs.hard
-
-
-class Prepared(NamedTuple):
-    """Checked inputs of a JDT loss, with the probabilities computed."""
-
-    xp: Any
-    prob: Array  # softmax(logits) in the accumulation dtype
-    label: Array
-    keep: Array | None  # keep_mask and the pixels that are not ignore_index
-    class_axis: int  # non-negative
-    norm: float
-    hard: bool
-    # Pixel-level values a native kernel may keep from the statistics for the gradient
-    # (see ``jdt_array._kernels``); valid while ``prob`` is unchanged.
-    scratch: dict | None = None
-
-    def statistics(self) -> Statistics:
-        args = (self.xp, self.prob, self.label, self.keep, self.class_axis, self.norm)
-        if self.hard:
-            return hard_statistics(*args, scratch=self.scratch)
-        return soft_statistics(*args)
+    options = JDTOptions(class_axis=class_axis, norm=norm, ignore_index=ignore_index)
+    inputs = prepare(logits, label, keep_mask, options)
+    return statistics(inputs)[0], inputs.hard
 
 
 def prepare(
-    logits, label, keep_mask, class_axis, norm, ignore_index, *, check_values=True
+    logits: Array,
+    label: Array,
+    keep_mask: Array | None,
+    options: JDTOptions,
+    *,
+    check_values: bool = True,
 ) -> Prepared:
-    """Check the inputs of a JDT loss and compute the probabilities.
+    """Check the inputs of a JDT loss and compute the probabilities: the one input
+    preparation of the loss, its hand gradient and the adapters' lean backward.
 
     ``check_values=False`` skips reading the label (for a backward pass, whose forward
     pass checked the same arrays).
     """
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    check.check_logits(xp, logits)
-    axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    norm = check.check_real("norm", norm, low=1.0)
-    ignore_index = check.check_ignore_index(ignore_index)
-    hard = check.label_kind(xp, logits, label, axis)
+    checks.check_logits(xp, logits)
+    axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
+    hard = checks.label_kind(xp, logits, label, axis)
     if keep_mask is not None:
-        check.check_keep_mask(xp, keep_mask, logits, axis)
+        checks.check_keep_mask(xp, keep_mask, logits, axis)
 
     keep = keep_mask
     if hard:
         if check_values:
-            check.check_hard_label_values(
-                xp, label, logits.shape[axis], ignore_index, keep_mask
+            checks.check_hard_label_values(
+                xp, label, logits.shape[axis], options.ignore_index, keep_mask
             )
-        if ignore_index is not None:
-            kept = label != ignore_index
+        if options.ignore_index is not None:
+            kept = label != options.ignore_index
             keep = kept if keep is None else keep & kept
     elif check_values:
-        check.check_soft_label_values(xp, label)
+        checks.check_soft_label_values(xp, label)
     prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
-    return Prepared(xp, prob, label, keep, axis, norm, hard, scratch={})
+    return Prepared(xp, prob, label, keep, axis, options.norm, hard)
 
 
-def jdt_loss_with_statistics(
-    statistics: Callable[..., tuple],
+StatisticsFn = Callable[[Array, Array, Any, JDTOptions], tuple]
+
+
+def loss_with_options(
     logits: Array,
     label: Array,
+    options: JDTOptions,
     *,
     keep_mask: Array | None = None,
-    class_axis: int = 1,
-    ignore_index: int | None = None,
     class_weights: Any = None,
     reduce: Callable[[Array], Array] | None = None,
-    **options: Any,
+    statistics_fn: StatisticsFn | None = None,
 ) -> Array:
-    """:func:`jdt_loss` with the (B, C) statistics computed by ``statistics(logits,
-    label, keep_mask, setup)``, ``setup = (class_axis, norm, ignore_index)``.
+    """:func:`jdt_loss` with its scalar options as one :class:`JDTOptions`.
 
-    For the adapters: their ``statistics`` wraps ``prepare(...).statistics()`` in a
-    function with a hand-derived backward, and the rest of the loss (collectives
-    included) stays with the framework's autodiff.
+    ``statistics_fn(logits, label, keep_mask, options)``, if given, computes the four
+    (B, C) statistics: the adapters wrap ``statistics(prepare(...))`` in a function
+    with a hand-derived backward, and the rest of the loss (collectives included)
+    stays with the framework's autodiff.
     """
-    opts = JDTOptions(**options)  # option errors first, as in jdt_loss
-    stats = Statistics(
-        *statistics(logits, label, keep_mask, (class_axis, opts.norm, ignore_index))
-    )
+    reduce = checks.check_reduce(reduce)
+    if statistics_fn is None:
+        inputs = prepare(logits, label, keep_mask, options)
+        stats, hard = statistics(inputs)[0], inputs.hard
+    else:
+        stats = Statistics(*statistics_fn(logits, label, keep_mask, options))
+        # statistics_fn has checked the label
+        hard = namespace_of(logits=logits).isdtype(label.dtype, "integral")
     xp = namespace_of(logits=logits)
-    weights = check.class_weights_array(
-        xp, class_weights, stats.prob_card.shape[1], stats.prob_card.dtype, device(logits)
+    weights = _class_weights(
+        xp, class_weights, stats.prob_card.shape[1], stats.prob_card, logits
     )
-    hard = xp.isdtype(label.dtype, "integral")  # ``statistics`` has checked the label
     return loss_from_statistics(
-        stats, opts, hard=hard, class_weights=weights, reduce=reduce
+        stats, options, hard=hard, class_weights=weights, reduce=reduce
     )
 
 
@@ -323,6 +361,13 @@ def loss_from_statistics(
     ``reduce`` sums over data-parallel replicas, as in :func:`jdt_loss`.
     """
     xp = namespace_of(prob_card=stats.prob_card)
-    reduce = check_reduce(reduce)
+    reduce = checks.check_reduce(reduce)
     parts = levels(stats, options, hard, class_weights, reduce)
     return loss_from_levels(xp, parts, options, class_weights, reduce)
+
+
+def _class_weights(xp: Any, class_weights: Any, num_classes: int, like: Array, logits):
+    """``class_weights`` as a checked (C,) array in the dtype of ``like``, or None."""
+    return checks.class_weights_array(
+        xp, class_weights, num_classes, like.dtype, device(logits)
+    )

@@ -27,17 +27,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import _validation as check
-from ._namespace import compute_dtype, device, eager_any, namespace_of, zero_d
-from ._reduction import check_reduce, sum_over_replicas
-from ._statistics import masked_mean, softmax
-from .cross_entropy import kept_pixels
+from . import _checks as checks
+from ._array import Array, compute_dtype, device, eager_any, namespace_of
+from ._kernels import softmax, softmax_vjp
+from ._lovasz_extension import check_syncable, lovasz_extension, mean_over_groups
+from ._pixels import kept_pixels, masked_mean
 
-__all__ = ["lovasz_hinge_loss", "lovasz_softmax_loss"]
-
-Array = Any
+__all__ = [
+    "lovasz_hinge_loss",
+    "lovasz_hinge_value_and_grad",
+    "lovasz_softmax_loss",
+    "lovasz_softmax_value_and_grad",
+]
 
 
 def lovasz_softmax_loss(
@@ -96,24 +99,89 @@ def lovasz_softmax_loss(
             ``jax.jit``, where such pixels belong to no class); ``reduce`` with
             ``per_image=False`` (see :func:`check_syncable`).
     """
+    groups = _softmax_groups(
+        logits, label, classes, per_image, ignore_index, keep_mask, class_axis, reduce
+    )
+    losses = lovasz_extension(groups.xp, groups.errors, groups.fg, groups.keep)
+    return _softmax_value(groups, losses, reduce)[0]
+
+
+def lovasz_softmax_value_and_grad(
+    logits: Array,
+    label: Array,
+    *,
+    classes: str | Sequence[int] = "present",
+    per_image: bool = False,
+    ignore_index: int | None = None,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    reduce: Callable[[Array], Array] | None = None,
+) -> tuple[Array, Array]:
+    """:func:`lovasz_softmax_loss` and its gradient with respect to ``logits``, by
+    hand (with ``reduce``: this replica's slice of the global-batch gradient).
+
+    The Lovasz extension is linear in the sorted errors, so d loss / d error of a pixel
+    is the Jaccard increment at its rank (times the class's weight in the mean), and
+    d error / d p is -1 on the class's pixels and +1 elsewhere.
+    """
+    g = _softmax_groups(
+        logits, label, classes, per_image, ignore_index, keep_mask, class_axis, reduce
+    )
+    xp = g.xp
+    losses, g_errors = lovasz_extension(xp, g.errors, g.fg, g.keep, with_grad=True)
+    loss, groups = _softmax_value(g, losses, reduce)
+    # d loss / d class loss: 1 / (active classes of the group) / (groups).
+    count = xp.sum(xp.astype(g.active, g.errors.dtype), axis=1, keepdims=True)
+    weight = xp.where(g.active, 1.0 / xp.where(count > 0, count, 1.0), 0.0) / groups
+    sign = 1.0 - 2.0 * xp.astype(g.fg, g.errors.dtype)  # d error / d p
+    g_prob = sign * g_errors * xp.expand_dims(weight, axis=-1)  # (G, K, M)
+    batch, num_classes, axis = g.prob.shape[0], g.prob.shape[g.axis], g.axis
+    if not per_image:
+        g_prob = _unpool_images(xp, g_prob, batch)
+    if g.class_ids is not None:  # add the rows of listed (or repeated) classes up
+        g_prob = _scatter_classes(xp, g_prob, g.class_ids, num_classes)
+    spatial = tuple(g.prob.shape[a] for a in range(g.prob.ndim) if a not in (0, axis))
+    g_prob = xp.moveaxis(xp.reshape(g_prob, (batch, num_classes, *spatial)), 1, axis)
+    grad = softmax_vjp(xp, g.prob, g_prob, axis)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+class _Groups(NamedTuple):
+    """The pixel errors of the Lovasz-Softmax loss, sorted by group (an image, or the
+    pooled batch) and class: (G, K, M) arrays, K the classes averaged over."""
+
+    xp: Any
+    prob: Array  # softmax(logits), shaped like the logits
+    axis: int  # the class axis, non-negative
+    errors: Array  # |[y = c] - p_c|
+    fg: Array  # the pixels of the class, kept
+    keep: Array  # the kept pixels
+    active: Array  # (G, K) the classes that count in each group's mean
+    class_ids: tuple[int, ...] | None  # the listed classes, or None for all
+
+
+def _softmax_groups(
+    logits, label, classes, per_image, ignore_index, keep_mask, class_axis, reduce
+) -> _Groups:
+    """Check the arguments of :func:`lovasz_softmax_loss`; its errors, grouped."""
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    check.check_logits(xp, logits)
-    axis = check.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    ignore_index = check.check_ignore_index(ignore_index)
-    _check_bool("per_image", per_image)
-    reduce = check_reduce(reduce)
+    checks.check_logits(xp, logits)
+    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
+    ignore_index = checks.check_ignore_index(ignore_index)
+    checks.check_bool("per_image", per_image)
+    reduce = checks.check_reduce(reduce)
     check_syncable("lovasz_softmax_loss", per_image=per_image, synced=reduce is not None)
     _reject_soft_label(xp, label, "lovasz_softmax_loss")
-    check.label_kind(xp, logits, label, axis)
+    checks.label_kind(xp, logits, label, axis)
     if keep_mask is not None:
-        check.check_keep_mask(xp, keep_mask, logits, axis)
+        checks.check_keep_mask(xp, keep_mask, logits, axis)
     num_classes = logits.shape[axis]
     class_ids = _class_ids(classes, num_classes)
-    check.check_hard_label_values(xp, label, num_classes, ignore_index, keep_mask)
+    checks.check_hard_label_values(xp, label, num_classes, ignore_index, keep_mask)
 
-    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+    prob_nd = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
     batch, pixels = label.shape[0], math.prod(label.shape[1:])  # sizes: B may be 0
-    prob = xp.reshape(xp.moveaxis(prob, axis, 1), (batch, num_classes, pixels))
+    prob = xp.reshape(xp.moveaxis(prob_nd, axis, 1), (batch, num_classes, pixels))
     flat_label = xp.reshape(label, (batch, pixels))
     keep = _flat_keep(xp, kept_pixels(xp, label, ignore_index, keep_mask), flat_label)
     if class_ids is None:
@@ -130,10 +198,15 @@ def lovasz_softmax_loss(
         # One group holding every image's pixels: (B, K, N) -> (1, K, B * N).
         fg, keep, prob = (_pool_images(xp, a) for a in (fg, keep, prob))
     errors = xp.where(fg, 1.0 - prob, prob)
-    losses = lovasz_extension(xp, errors, fg, keep)  # (G, K)
     present_only = isinstance(classes, str) and classes == "present"
     active = xp.any(fg if present_only else keep, axis=-1)
-    return mean_over_images(xp, masked_mean(xp, losses, active, axis=1), reduce)
+    return _Groups(xp, prob_nd, axis, errors, fg, keep, active, class_ids)
+
+
+def _softmax_value(groups: _Groups, losses: Array, reduce) -> tuple[Array, Array]:
+    """The loss from the (G, K) class losses, and the number of groups (at least 1)."""
+    xp = groups.xp
+    return mean_over_groups(xp, masked_mean(xp, losses, groups.active, axis=1), reduce)
 
 
 def lovasz_hinge_loss(
@@ -176,10 +249,47 @@ def lovasz_hinge_loss(
             label values other than 0 and 1 (not checked inside ``jax.jit``, where such
             pixels count as background); ``reduce`` with ``per_image=False``.
     """
+    h = _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce)
+    losses = lovasz_extension(h.xp, h.errors, h.fg, h.keep)
+    return mean_over_groups(h.xp, losses, reduce)[0]
+
+
+def lovasz_hinge_value_and_grad(
+    logits: Array,
+    label: Array,
+    *,
+    per_image: bool = True,
+    ignore_index: int | None = None,
+    keep_mask: Array | None = None,
+    reduce: Callable[[Array], Array] | None = None,
+) -> tuple[Array, Array]:
+    """:func:`lovasz_hinge_loss` and its gradient with respect to ``logits``, by hand:
+    -sign times the Jaccard increment at each pixel's rank, where its hinge error is
+    positive."""
+    h = _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce)
+    xp = h.xp
+    losses, g_errors = lovasz_extension(xp, h.errors, h.fg, h.keep, with_grad=True)
+    loss, groups = mean_over_groups(xp, losses, reduce)
+    g_errors = xp.reshape(g_errors, logits.shape) / groups
+    grad = xp.where(h.raw > 0, -h.signs * g_errors, 0.0)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+class _Hinge(NamedTuple):
+    xp: Any
+    raw: Array  # 1 - s z, shaped like the logits
+    signs: Array  # s = 2 y - 1
+    errors: Array  # max(0, 1 - s z), (G, M)
+    fg: Array  # the kept foreground pixels, (G, M)
+    keep: Array  # the kept pixels, (G, M)
+
+
+def _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce) -> _Hinge:
+    """Check the arguments of :func:`lovasz_hinge_loss`; its errors, grouped."""
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    ignore_index = check.check_ignore_index(ignore_index)
-    _check_bool("per_image", per_image)
-    reduce = check_reduce(reduce)
+    ignore_index = checks.check_ignore_index(ignore_index)
+    checks.check_bool("per_image", per_image)
+    reduce = checks.check_reduce(reduce)
     check_syncable("lovasz_hinge_loss", per_image=per_image, synced=reduce is not None)
     fg = _binary_foreground(xp, logits, label, ignore_index, keep_mask)
     keep = kept_pixels(xp, label, ignore_index, keep_mask)
@@ -187,78 +297,13 @@ def lovasz_hinge_loss(
     batch, pixels = logits.shape[0], math.prod(logits.shape[1:])  # sizes: B may be 0
     flat = (batch, pixels) if per_image else (1, batch * pixels)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
-    errors = 1.0 - z * (2.0 * xp.astype(fg, z.dtype) - 1.0)  # signs 2y - 1
+    signs = 2.0 * xp.astype(fg, z.dtype) - 1.0
+    raw = 1.0 - z * signs
     # The hinge: errors below 0 only sort after the positive ones and add nothing.
-    errors = xp.reshape(xp.where(errors > 0, errors, 0.0), flat)
+    errors = xp.reshape(xp.where(raw > 0, raw, 0.0), flat)
     fg = xp.reshape(fg, flat)
     keep = _flat_keep(xp, keep, fg)
-    return mean_over_images(xp, lovasz_extension(xp, errors, fg & keep, keep), reduce)
-
-
-def check_syncable(fn_name: str, *, per_image: bool, synced: bool) -> None:
-    """Refuse synchronisation across replicas for the pooled (``per_image=False``) losses.
-
-    The pooled loss sorts the errors of every pixel of the batch together, so its value
-    on the global batch needs all replicas' pixels in one sort: no sum of a few
-    statistics gives it. The per-image loss is a mean of per-image terms, which syncs
-    with two numbers.
-    """
-    if synced and not per_image:
-        raise ValueError(
-            f"{fn_name} with per_image=False cannot be synchronised across replicas "
-            f"(reduce, sync_stats=True or axis_name): the pooled Lovasz loss sorts the "
-            f"pixel errors of the whole global batch together, which would need every "
-            f"replica's pixels, not a cheap sum of statistics. Use per_image=True (the "
-            f"mean of per-image losses syncs exactly), or jdt_loss (e.g. jaccard_loss), "
-            f"whose statistics sync by summation"
-        )
-
-
-def mean_over_images(xp: Any, image_losses: Array, reduce: Any = None) -> Array:
-    """The mean of the (G,) per-group losses; with ``reduce``, over every replica's.
-
-    The local sum and count go through ``reduce`` in one call; the gradient of the
-    ratio flows back through the sum. No image at all (here or, with ``reduce``, on
-    any replica) gives 0 with a zero gradient.
-    """
-    total = xp.sum(image_losses)
-    # The count comes from the data (not a constant), so it is per-replica under
-    # shard_map like the sum it is packed with.
-    count = xp.sum(xp.ones_like(image_losses))
-    total, count = sum_over_replicas(xp, reduce, total, count)
-    has = count > 0
-    return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
-
-
-def lovasz_extension(xp: Any, errors: Array, fg: Array, keep: Array) -> Array:
-    """The Lovasz extension of the Jaccard loss along the last axis.
-
-    ``errors`` (..., M) floating, ``fg`` and ``keep`` (..., M) boolean; ``fg`` must be
-    False where ``keep`` is. Dropped pixels get zero error and sort after every kept
-    one, so they change neither the value nor (being zero) the gradient.
-    """
-    key = xp.where(keep, errors, -1.0)
-    order = xp.argsort(key, axis=-1, descending=True, stable=True)
-    sorted_errors = xp.take_along_axis(xp.where(keep, errors, 0.0), order, axis=-1)
-    sorted_fg = xp.take_along_axis(xp.astype(fg, order.dtype), order, axis=-1)
-    return xp.sum(sorted_errors * jaccard_increments(xp, sorted_fg, errors.dtype), axis=-1)
-
-
-def jaccard_increments(xp: Any, sorted_fg: Array, dtype: Any) -> Array:
-    r""":math:`g_i = \Delta(\{\pi_1..\pi_i\}) - \Delta(\{\pi_1..\pi_{i-1}\})` along the last
-    axis, from the integer 0/1 ground truth in sorted order.
-
-    Counts stay integers, exact beyond float32's 2**24. The union
-    :math:`|G| + \#\text{misses so far}` is >= 1 at every position (either G is not
-    empty or the prefix holds a miss), so the ratio never divides by zero.
-    """
-    total = xp.sum(sorted_fg, axis=-1, keepdims=True)
-    intersection = xp.astype(total - xp.cumulative_sum(sorted_fg, axis=-1), dtype)
-    union = xp.astype(total + xp.cumulative_sum(1 - sorted_fg, axis=-1), dtype)
-    jaccard = 1.0 - intersection / union
-    shape = (*jaccard.shape[:-1], 1)
-    zero = xp.zeros(shape, dtype=dtype, device=device(jaccard))
-    return jaccard - xp.concat([zero, jaccard[..., :-1]], axis=-1)
+    return _Hinge(xp, raw, signs, errors, fg & keep, keep)
 
 
 def _binary_foreground(xp, logits, label, ignore_index, keep_mask):
@@ -348,6 +393,16 @@ def _pool_images(xp, a):
     return xp.expand_dims(pooled, axis=0)
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
+def _unpool_images(xp, a, batch):
+    """(1, K, B * N) -> (B, K, N), undoing :func:`_pool_images`."""
+    pixels = a.shape[2] // max(batch, 1)  # explicit: a -1 cannot be inferred for B = 0
+    return xp.permute_dims(xp.reshape(a[0, ...], (a.shape[1], batch, pixels)), (1, 0, 2))
+
+
+def _scatter_classes(xp, g_rows, class_ids, num_classes):
+    """(B, K, N) gradients of the listed classes' rows -> (B, C, N), summed per class."""
+    ids = xp.asarray(class_ids, device=device(g_rows))
+    classes = xp.arange(num_classes, dtype=ids.dtype, device=device(ids))
+    select = xp.astype(xp.reshape(ids, (-1, 1)) == xp.reshape(classes, (1, -1)),
+                       g_rows.dtype)  # (K, C)  # fmt: skip
+    return xp.permute_dims(xp.tensordot(g_rows, select, axes=([1], [0])), (0, 2, 1))

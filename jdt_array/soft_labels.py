@@ -22,9 +22,10 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any
 
-from . import _validation as check
-from ._namespace import compute_dtype, device, namespace_of
-from ._statistics import class_mask, softmax
+from . import _checks as checks
+from ._array import compute_dtype, device, namespace_of
+from ._kernels import softmax
+from ._pixels import class_mask
 
 __all__ = ["average_annotators", "label_smoothing", "teacher_probabilities"]
 
@@ -70,17 +71,17 @@ def label_smoothing(
             vectors).
     """
     xp = namespace_of(label=label)
-    epsilon = check.check_real("epsilon", epsilon, low=0.0)
+    epsilon = checks.check_real("epsilon", epsilon, low=0.0)
     if epsilon > 1:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
     num_classes = _check_num_classes(num_classes)
     window = _check_window(boundary_window)
-    ignore_index = check.check_ignore_index(ignore_index)
+    ignore_index = checks.check_ignore_index(ignore_index)
     _check_integer_label(xp, label, "label")
     axis = _output_class_axis(class_axis, tuple(label.shape))
     dtype = _float_dtype(xp, dtype)
     keep = None if ignore_index is None else label != ignore_index
-    check.check_hard_label_values(xp, label, num_classes, ignore_index, None)
+    checks.check_hard_label_values(xp, label, num_classes, ignore_index, None)
 
     one_hot = xp.astype(class_mask(xp, label, None, axis, num_classes), dtype)
     smoothed = (1.0 - epsilon) * one_hot + epsilon / num_classes
@@ -126,7 +127,7 @@ def average_annotators(
     """
     xp = namespace_of(labels=labels)
     num_classes = _check_num_classes(num_classes)
-    ignore_index = check.check_ignore_index(ignore_index)
+    ignore_index = checks.check_ignore_index(ignore_index)
     _check_integer_label(xp, labels, "labels")
     if labels.ndim < 2:
         raise ValueError(
@@ -137,7 +138,7 @@ def average_annotators(
     labels = xp.moveaxis(labels, a_axis, 0)  # (A, B, *spatial)
     axis = _output_class_axis(class_axis, tuple(labels.shape[1:]))
     dtype = _float_dtype(xp, dtype)
-    check.check_hard_label_values(xp, labels, num_classes, ignore_index, None)
+    checks.check_hard_label_values(xp, labels, num_classes, ignore_index, None)
 
     votes = xp.astype(class_mask(xp, labels, None, axis + 1, num_classes), dtype)
     total = xp.sum(votes, axis=0)
@@ -172,11 +173,11 @@ def teacher_probabilities(
             2 axes, ``class_axis`` out of range.
     """
     xp = namespace_of(teacher_logits=teacher_logits)
-    check.check_logits(xp, teacher_logits)
-    axis = check.normalize_class_axis(
+    checks.check_logits(xp, teacher_logits)
+    axis = checks.normalize_class_axis(
         class_axis, teacher_logits.ndim, tuple(teacher_logits.shape)
     )
-    temperature = check.check_real("temperature", temperature, low=0.0, strict=True)
+    temperature = checks.check_real("temperature", temperature, low=0.0, strict=True)
     z = xp.astype(teacher_logits, compute_dtype(xp, teacher_logits.dtype))
     return softmax(xp, z / temperature if temperature != 1 else z, axis, z.dtype)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jdt_array.backends.arrays import ArrayLibrary
+from jdt_array._tools.libraries import ArrayLibrary
 
 
 @dataclass

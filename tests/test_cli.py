@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jdt_array.__main__ import main
-from jdt_array.check import CASES, run_checks
-from jdt_array.demo import make_dataset, run_demo
+from jdt_array._tools.check import CASES, run_checks
+from jdt_array._tools.demo import make_dataset, run_demo
 
 
 def test_check_passes_and_reports_every_backend(capsys):
@@ -41,7 +41,7 @@ def test_check_json(capsys):
 
 
 def test_check_fails_on_disagreement():
-    from jdt_array.backends.arrays import ArrayLibrary
+    from jdt_array._tools.libraries import ArrayLibrary
 
     class Perturbed(ArrayLibrary):
         """NumPy whose float32 logits arrive shifted: the report must catch it."""

@@ -18,7 +18,7 @@ from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_so
 from test_jdt import OPTION_SETS
 
 import jdt_array
-from jdt_array.jdt_grad import jdt_value_and_grad
+from jdt_array.jdt import jdt_value_and_grad
 
 SHAPE = (7, 4, 5, 6)
 

@@ -1,7 +1,7 @@
 """FineGrainedMetrics over a dataset sharded across replicas: after syncing, every
 replica's ``compute()`` equals one pass over the whole dataset. The core's
 ``synced(gather)`` with a host-side gather between threads (on every backend), two
-gloo processes (``backends.torch_metrics.sync_metrics``) and ``shard_map``/``pmap``
+gloo processes (``backends.torch.sync_metrics``) and ``shard_map``/``pmap``
 over 4 CPU devices (``backends.jax.gather_statistics``).
 """
 
@@ -213,7 +213,7 @@ def outcome(compute):
 def worker(rank, rendezvous, out_dir):
     import torch.distributed as dist
 
-    from jdt_array.backends.torch_metrics import sync_metrics
+    from jdt_array.backends.torch.metrics import sync_metrics
 
     init_gloo(rank, rendezvous, WORLD, TIMEOUT_S)
     try:
@@ -275,7 +275,7 @@ def test_invalid_labels_on_one_rank_raise_on_every_rank(ranks):
 
 def test_sync_needs_an_initialised_process_group():
     pytest.importorskip("torch")
-    from jdt_array.backends.torch_metrics import gather_statistics, sync_metrics
+    from jdt_array.backends.torch.metrics import gather_statistics, sync_metrics
 
     metric = FineGrainedMetrics(3)
     with pytest.raises(RuntimeError, match="init_process_group"):

@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 
 from jdt_array._kernels import Generic, argmax, kernels_for
-from jdt_array._statistics import hard_statistics, softmax
-from jdt_array.jdt import Prepared
-from jdt_array.jdt_grad import statistics_vjp
 
 CASES = [
     pytest.param((2, 5, 7, 6), None, id="all-kept"),
@@ -29,16 +26,9 @@ def _inputs(backend, shape, drop, seed=0):
     return logits, label, keep
 
 
-def _with_generic(monkeypatch, fn):
-    import jdt_array._statistics
-    import jdt_array.jdt_grad
-
-    monkeypatch.setattr(jdt_array._statistics, "kernels_for", lambda xp: Generic)
-    monkeypatch.setattr(jdt_array.jdt_grad, "kernels_for", lambda xp: Generic)
-    try:
-        return fn()
-    finally:
-        monkeypatch.undo()
+def _overrides(kernels, name):
+    """Whether ``kernels`` has a native form of the hot spot ``name``."""
+    return getattr(type(kernels), name) is not getattr(Generic, name)
 
 
 @pytest.mark.parametrize("chunk", [None, 10], ids=["one-chunk", "many-chunks"])
@@ -49,35 +39,36 @@ def test_native_statistics_and_gradient_equal_generic(
     backend, monkeypatch, shape, drop, overwrite, reuse, chunk
 ):
     xp = backend.xp
-    if kernels_for(xp) is Generic:
+    if not _overrides(kernels_for(xp), "hard_statistics"):
         pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
     if chunk is not None:
         if backend.name != "numpy":
             pytest.skip("only the NumPy kernels work in pixel chunks")
-        from jdt_array.backends import numpy_parallel
+        from jdt_array._kernels import numpy_threads
 
         # A few pixels per chunk: the tiny arrays run as many chunks on the threads.
-        monkeypatch.setattr(numpy_parallel, "MIN_CHUNK_PIXELS", 1)
-        monkeypatch.setattr(numpy_parallel, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(numpy_threads, "MIN_CHUNK_PIXELS", 1)
+        monkeypatch.setattr(numpy_threads, "CHUNK_ELEMENTS", chunk)
     logits, label, keep = _inputs(backend, shape, drop)
     rng = np.random.default_rng(1)
     g_prob = backend.asarray(rng.standard_normal(shape[:2]))
     g_diff = backend.asarray(rng.standard_normal(shape[:2]))
 
-    def compute():
-        prob = softmax(xp, logits, 1, logits.dtype)
-        stats = hard_statistics(xp, prob, label, keep, 1, 1.0)
+    def compute(kernels):
+        prob = kernels.softmax(logits, 1)
+        stats, _ = kernels.hard_statistics(prob, label, keep, 1, 1.0)
         # A probabilities buffer of its own, which overwrite=True may reuse.
-        own = softmax(xp, logits, 1, logits.dtype)
-        inputs = Prepared(xp, own, label, keep, 1, 1.0, True, scratch={})
-        if reuse:  # as in a training step: the gradient may use what this left
-            inputs.statistics()
-        grad = statistics_vjp(inputs, g_prob, g_diff, overwrite=overwrite)
-        assert not inputs.scratch  # what the gradient used is released
+        own = kernels.softmax(logits, 1)
+        # As in a training step: the gradient may use the statistics' residual.
+        residual = kernels.hard_statistics(own, label, keep, 1, 1.0)[1] if reuse else None
+        grad = kernels.hard_statistics_vjp(
+            own, label, keep, 1, 1.0, g_prob, g_diff, residual=residual,
+            overwrite=overwrite,
+        )  # fmt: skip
         return [prob, *stats, grad]
 
-    native = compute()
-    generic = _with_generic(monkeypatch, compute)
+    native = compute(kernels_for(xp))
+    generic = compute(Generic(xp))
     for got, want in zip(native, generic, strict=True):
         assert got.dtype == want.dtype and tuple(got.shape) == tuple(want.shape)
         np.testing.assert_allclose(
@@ -93,7 +84,7 @@ def test_native_metric_kernels_equal_generic(backend, num_classes, axis):
     them; 300 classes take a wider index dtype than 5."""
     xp = backend.xp
     kernels = kernels_for(xp)
-    if kernels is Generic:
+    if not _overrides(kernels, "argmax"):
         pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
     rng = np.random.default_rng(2)
     # Rounded scores: many ties, which must resolve to the first class as in argmax.
@@ -118,7 +109,7 @@ def test_native_pair_counts_equal_a_direct_count(backend):
     (no class) included, and images of their own."""
     xp = backend.xp
     kernels = kernels_for(xp)
-    if kernels is Generic:
+    if not _overrides(kernels, "pair_counts"):
         pytest.skip(f"{backend.name} uses the generic code (no native kernels)")
     rng = np.random.default_rng(3)
     lab = rng.integers(0, 6, size=(3, 50)).astype(np.int32)  # 5: no class
@@ -127,10 +118,13 @@ def test_native_pair_counts_equal_a_direct_count(backend):
     np.add.at(want, (np.arange(3)[:, None], lab, prd), 1)
     lab_in, prd_in = backend.asarray(lab.astype(np.int64)), backend.asarray(prd)
     got = kernels.pair_counts(lab_in, prd_in, 5)
+    np.testing.assert_array_equal(
+        backend.to_numpy(got), backend.to_numpy(Generic(xp).pair_counts(lab_in, prd_in, 5))
+    )
     assert backend.to_numpy(got).dtype == np.int64
     np.testing.assert_array_equal(backend.to_numpy(got), want)
     # The ids are the caller's: read, never written.
     np.testing.assert_array_equal(backend.to_numpy(lab_in), lab)
     np.testing.assert_array_equal(backend.to_numpy(prd_in), prd)
     # A table larger than an image is left to the class-by-class counts.
-    assert kernels.pair_counts(backend.asarray(lab), backend.asarray(prd), 40) is None
+    assert kernels.pair_table_pays(50, 5) and not kernels.pair_table_pays(50, 40)

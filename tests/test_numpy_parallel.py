@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from jdt_array.backends import numpy_parallel
-from jdt_array.backends.numpy_kernels import NumPyKernels
+from jdt_array._kernels import numpy_threads as numpy_parallel
+from jdt_array._kernels.numpy import NumPyKernels
 
 
 def test_each_chunk_covers_every_pixel_exactly_once(monkeypatch):
@@ -75,14 +75,14 @@ def test_chunked_softmax_equals_the_formula(monkeypatch, axis):
     x = np.moveaxis(x, 1, axis)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     want = e / e.sum(axis=axis, keepdims=True)
-    got = NumPyKernels.softmax(x, axis)
+    got = NumPyKernels(np).softmax(x, axis)
     assert got.shape == x.shape and got.dtype == x.dtype
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
 def _softmax_in_child(queue):
     x = np.random.default_rng(1).standard_normal((1, 3, 5000))
-    queue.put(float(NumPyKernels.softmax(x, 1).sum()))
+    queue.put(float(NumPyKernels(np).softmax(x, 1).sum()))
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
@@ -96,7 +96,7 @@ def test_a_forked_child_gets_threads_of_its_own(monkeypatch):
     monkeypatch.setenv("JDT_ARRAY_NUMPY_THREADS", "2")
     numpy_parallel._pool.cache_clear()
     try:
-        NumPyKernels.softmax(np.ones((1, 3, 5000)), 1)  # the parent's pool now runs
+        NumPyKernels(np).softmax(np.ones((1, 3, 5000)), 1)  # the parent's pool now runs
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         child = context.Process(target=_softmax_in_child, args=(queue,))

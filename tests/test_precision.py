@@ -13,7 +13,7 @@ SHAPE = (2, 5, 8, 8)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("module", ["torch", "jax"])
 def test_half_precision_accumulates_in_float32(module, dtype):
-    from jdt_array.backends.arrays import ArrayLibrary
+    from jdt_array._tools.libraries import ArrayLibrary
 
     lib = ArrayLibrary(module)
     if not lib.installed():

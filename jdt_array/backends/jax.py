@@ -17,44 +17,51 @@ from typing import Any
 
 import jax
 
-from .. import jdt as core
-from .. import lovasz
-from ..jdt_grad import statistics_vjp
+from .._cardinalities import statistics, statistics_vjp
+from .._kernels.jax import autodiff_value_and_grad as value_and_grad
+from ..jdt import JDTOptions, loss_with_options, prepare
+from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
+from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
 from ..metrics import BatchStatistics
 
-
-def value_and_grad(
-    loss_fn: Callable, logits: jax.Array, label: jax.Array, **options: Any
-) -> tuple[jax.Array, jax.Array]:
-    """``(loss, d loss / d logits)`` by ``jax.value_and_grad`` (works inside ``jit``)."""
-    return jax.value_and_grad(lambda z: loss_fn(z, label, **options))(logits)
+__all__ = [
+    "dice_loss",
+    "gather_statistics",
+    "jaccard_loss",
+    "jdt_loss",
+    "lovasz_hinge_loss",
+    "lovasz_softmax_loss",
+    "replica_sum",
+    "tversky_loss",
+    "value_and_grad",
+]
 
 
 @functools.lru_cache(maxsize=128)
-def _lean_statistics(setup: tuple) -> Callable:
+def _lean_statistics(options: JDTOptions) -> Callable:
     """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics.
 
-    ``setup`` is (class_axis, norm, ignore_index). The rest of the loss, collectives
-    included, is left to JAX's autodiff, which knows how to transpose them.
+    The rest of the loss, collectives included, is left to JAX's autodiff, which knows
+    how to transpose them.
     """
 
     @jax.custom_vjp
-    def statistics(logits, label, keep_mask):
-        return tuple(core.prepare(logits, label, keep_mask, *setup).statistics())
+    def lean(logits, label, keep_mask):
+        return tuple(statistics(prepare(logits, label, keep_mask, options))[0])
 
     def forward(logits, label, keep_mask):
-        return statistics(logits, label, keep_mask), (logits, label, keep_mask)
+        return lean(logits, label, keep_mask), (logits, label, keep_mask)
 
     def backward(residuals, cotangents):
         logits, label, keep_mask = residuals
         g_prob_card, _, g_diff_card, _ = cotangents
         # The forward pass checked these arrays; do not read the label again.
-        inputs = core.prepare(logits, label, keep_mask, *setup, check_values=False)
+        inputs = prepare(logits, label, keep_mask, options, check_values=False)
         grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
         return grad.astype(logits.dtype), None, None
 
-    statistics.defvjp(forward, backward)
-    return statistics
+    lean.defvjp(forward, backward)
+    return lean
 
 
 def replica_sum(axis_name: Any) -> Callable[[jax.Array], jax.Array]:
@@ -86,15 +93,18 @@ def jdt_loss(
     per-device gradients carry a factor of the number of devices, and the usual
     ``jax.lax.pmean`` of the parameter gradients gives the global-batch gradient.
     """
-    reduce = None if axis_name is None else replica_sum(axis_name)
-    return core.jdt_loss_with_statistics(
-        _statistics, logits, label, keep_mask=keep_mask, class_weights=class_weights,
-        reduce=reduce, **options,
+    return loss_with_options(
+        logits, label, JDTOptions(**options), keep_mask=keep_mask,
+        class_weights=class_weights, reduce=_reduce(axis_name), statistics_fn=_statistics,
     )  # fmt: skip
 
 
-def _statistics(logits, label, keep_mask, setup):
-    return _lean_statistics(setup)(logits, label, keep_mask)
+def _statistics(logits, label, keep_mask, options):
+    return _lean_statistics(options)(logits, label, keep_mask)
+
+
+def _reduce(axis_name: Any) -> Callable | None:
+    return None if axis_name is None else replica_sum(axis_name)
 
 
 def jaccard_loss(logits: jax.Array, label: jax.Array, **options: Any) -> jax.Array:
@@ -126,8 +136,7 @@ def lovasz_softmax_loss(
     over the whole global batch and cannot be synchronised cheaply: it raises
     ``ValueError``.
     """
-    reduce = None if axis_name is None else replica_sum(axis_name)
-    return lovasz.lovasz_softmax_loss(logits, label, reduce=reduce, **options)
+    return _lovasz_softmax(logits, label, reduce=_reduce(axis_name), **options)
 
 
 def lovasz_hinge_loss(
@@ -135,8 +144,7 @@ def lovasz_hinge_loss(
 ) -> jax.Array:
     """:func:`jdt_array.lovasz_hinge_loss`, with ``axis_name`` as in
     :func:`lovasz_softmax_loss` (the default ``per_image=True`` syncs)."""
-    reduce = None if axis_name is None else replica_sum(axis_name)
-    return lovasz.lovasz_hinge_loss(logits, label, reduce=reduce, **options)
+    return _lovasz_hinge(logits, label, reduce=_reduce(axis_name), **options)
 
 
 def gather_statistics(stats: BatchStatistics, axis_name: Any) -> BatchStatistics:

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .. import _validation as check
-from .._kernels import argmax, kernels_for
-from .._namespace import compute_dtype, device, namespace_of
-from .._statistics import masked_mean
+from .. import _checks as checks
+from .. import _kernels
+from .._array import compute_dtype, device, namespace_of
+from .._pixels import masked_mean
 
 __all__ = ["BatchStatistics", "MetricOptions", "batch_statistics"]
 
@@ -51,12 +51,11 @@ class MetricOptions:
     calibration: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("num_classes", self.num_classes, low=1)
-        _check_int("num_bins", self.num_bins, low=1)
-        check.check_ignore_index(self.ignore_index)
-        for name in ("binary", "calibration"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        checks.check_int("num_classes", self.num_classes, low=1)
+        checks.check_int("num_bins", self.num_bins, low=1)
+        checks.check_ignore_index(self.ignore_index)
+        checks.check_bool("binary", self.binary)
+        checks.check_bool("calibration", self.calibration)
         if self.binary and self.num_classes != 2:
             raise ValueError(
                 "binary=True scores the foreground class 1 of a two-class problem; "
@@ -67,13 +66,6 @@ class MetricOptions:
     def calibration_classes(self) -> int:
         """C', the classes of the static calibration error: foreground only if binary."""
         return 1 if self.binary else self.num_classes
-
-
-def _check_int(name: str, value: Any, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def batch_statistics(
@@ -141,10 +133,10 @@ def batch_statistics(
         bad_prediction = _count(xp, counted & ~pred_ok, 1)
         prd = xp.where(pred_ok, pred, C)
     else:
-        prd = xp.reshape(argmax(xp, prob_or_pred, axis), flat)
+        prd = xp.reshape(_kernels.argmax(xp, prob_or_pred, axis), flat)
         bad_prediction = xp.zeros_like(bad_label)
 
-    intersection, pred_count, label_count = _pixel_counts(xp, lab, prd, counted, C)
+    intersection, pred_count, label_count = _kernels.pixel_counts(xp, lab, prd, counted, C)
     stats = BatchStatistics(
         intersection=intersection,
         pred_count=pred_count,
@@ -186,7 +178,7 @@ def _check_inputs(
             "prob_or_pred must hold floating probabilities or integer predictions, got "
             f"dtype {prob_or_pred.dtype}"
         )
-    axis = _class_axis(class_axis, shape)
+    axis = checks.normalize_class_axis(class_axis, len(shape), shape, name="prob_or_pred")
     if shape[axis] != options.num_classes:
         raise ValueError(
             f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
@@ -197,18 +189,6 @@ def _check_inputs(
         raise ValueError(
             f"label must have the shape of prob_or_pred {shape} without the class axis "
             f"{axis}, i.e. {want}, got {tuple(label.shape)}"
-        )
-    return axis
-
-
-def _class_axis(class_axis: Any, shape: tuple) -> int:
-    if isinstance(class_axis, bool) or not isinstance(class_axis, int):
-        raise TypeError(f"class_axis must be an int, got {class_axis!r}")
-    axis = class_axis + len(shape) if class_axis < 0 else class_axis
-    if not 1 <= axis < len(shape):
-        raise ValueError(
-            f"class_axis={class_axis} is not a non-batch axis of prob_or_pred with shape "
-            f"{shape}; use 1 for (B, C, ...) or -1 for (B, ..., C)"
         )
     return axis
 
@@ -255,37 +235,6 @@ def _class_ids(xp, start: int, stop: int, like: Array) -> Array:
 def _one_hot(xp, ids: Array, classes: Array) -> Array:
     """(B, C', N) booleans ids == class, by broadcasting (never a float one-hot array)."""
     return xp.expand_dims(ids, axis=1) == classes
-
-
-def _pixel_counts(xp, lab: Array, prd: Array, counted: Array, num_classes: int) -> tuple:
-    """(B, C) counts over counted pixels of |pred = label = c|, |pred = c| and
-    |label = c|, from (B, N) ids where C is no class (``lab`` is C where not counted).
-
-    From one table of (label, prediction) pairs where a kernel counts them in one pass
-    (its row C holds the uncounted pixels), else class by class.
-    """
-    C = num_classes
-    pairs = kernels_for(xp).pair_counts(lab, prd, C)
-    if pairs is None:
-        prd = xp.where(counted, prd, C)
-        hit = xp.where(prd == lab, lab, C)
-        return tuple(_class_counts(xp, ids, C) for ids in (hit, prd, lab))
-    flat = xp.reshape(pairs, (pairs.shape[0], (C + 1) ** 2))
-    diagonal = xp.arange(C, dtype=xp.int64, device=device(lab)) * (C + 2)
-    return (
-        xp.take(flat, diagonal, axis=1),
-        xp.sum(pairs[:, :C, :C], axis=1),
-        xp.sum(pairs[:, :C, :], axis=2),
-    )
-
-
-def _class_counts(xp, ids: Array, num_classes: int) -> Array:
-    """(B, C) pixel counts of each class in (B, N) ids, where id C is no class."""
-    native = kernels_for(xp).class_counts(ids, num_classes)
-    if native is not None:
-        return native
-    classes = _class_ids(xp, 0, num_classes, ids)
-    return _count(xp, _one_hot(xp, ids, classes), 2)
 
 
 def _count(xp, mask: Array, axis: int) -> Array:

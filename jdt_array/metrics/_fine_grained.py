@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import to_device
 
-from .. import _validation as check
-from .._namespace import device, eager_any, namespace_of
+from .. import _checks as checks
+from .._array import device, eager_any, namespace_of
 from ._batch import BatchStatistics, MetricOptions, batch_statistics
 from ._summary import HostStatistics, summarize
 
@@ -298,7 +298,7 @@ class FineGrainedMetrics:
 
 def _check_q(q: Any) -> float:
     """``q`` as given (an int stays an int, for the key), checked to be in (0, 100]."""
-    if check.check_real("q", q, low=0.0, strict=True) > 100:
+    if checks.check_real("q", q, low=0.0, strict=True) > 100:
         raise ValueError(f"q is a percentage of images, 0 < q <= 100, got {q!r}")
     return q
 

@@ -1,4 +1,4 @@
-"""PyTorch kernels for the hot spots of the JDT losses (see ``jdt_array._kernels``).
+"""PyTorch kernels for the hot spots of the losses and metrics (see ``generic.py``).
 
 Hard labels are used as indices (gather / scatter-add) instead of a one-hot comparison
 over every class: one pass over the probabilities instead of several over (B, C, N).
@@ -9,24 +9,39 @@ own temporaries): on CPU a fresh buffer costs page faults as well as bandwidth.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from .._kernels import Buffers, Generic
+from .generic import Generic
 
 # The class blocks of an in-place gradient: the temporary is 1/_BLOCKS of the logits.
 _BLOCKS = 8
 
-_buffers = Buffers()
+
+def autograd_value_and_grad(
+    loss_fn: Callable, logits: torch.Tensor, label: torch.Tensor, **options: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, d loss / d logits)`` by autograd; ``logits`` itself is left untouched."""
+    x = logits.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(x, label, **options)
+        (grad,) = torch.autograd.grad(loss, x)
+    return loss.detach(), grad
 
 
 class TorchKernels(Generic):
-    @staticmethod
-    def softmax(x: torch.Tensor, axis: int) -> torch.Tensor:
+    counts_pairs_in_one_pass = True
+
+    def value_and_grad(self, loss_fn, logits, label, options, *, hand_gradient):
+        return autograd_value_and_grad(loss_fn, logits, label, **options)
+
+    def softmax(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.softmax(x, dim=axis)
 
-    @staticmethod
-    def argmax(x: torch.Tensor, axis: int) -> torch.Tensor:
+    def argmax(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         if x.device.type != "cpu":
             return torch.max(x, dim=axis).indices
         # On CPU both argmax and max(dim) are several times slower than amax: take the
@@ -49,16 +64,14 @@ class TorchKernels(Generic):
             index[nan] = torch.max(x.movedim(axis, -1)[nan], dim=-1).indices.to(dtype)
         return index
 
-    @staticmethod
-    def class_counts(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
+    def class_counts(self, ids: torch.Tensor, num_classes: int) -> torch.Tensor:
         # scatter-add rather than bincount, whose output size costs a host sync on GPU.
         counts = ids.new_zeros(ids.shape[0], num_classes + 1, dtype=torch.int64)
         ones = counts.new_ones(()).expand(ids.shape)
         return counts.scatter_add_(1, ids.long(), ones)[:, :num_classes]
 
-    @staticmethod
-    def count_pairs(label_ids, pred_ids, num_classes, size):
-        b = label_ids.shape[0]
+    def pair_counts(self, label_ids, pred_ids, num_classes):
+        b, size = label_ids.shape[0], (num_classes + 1) ** 2
         # Both int64 first: a mixed-dtype in-place add is many times slower on CPU.
         code = (label_ids.long() * (num_classes + 1)).add_(pred_ids.long())
         if label_ids.device.type == "cpu":
@@ -70,12 +83,12 @@ class TorchKernels(Generic):
             counts.scatter_add_(1, code, counts.new_ones(()).expand(code.shape))
         return counts.reshape(b, num_classes + 1, num_classes + 1)
 
-    @staticmethod
-    def value_range(values: torch.Tensor):
+    def value_range(self, values: torch.Tensor):
         return torch.aminmax(values)  # one pass; amin alone is slow on int64 CPU tensors
 
-    @staticmethod
-    def hard_l1_statistics(prob, label, keep, *, scratch=None):
+    def hard_statistics(self, prob, label, keep, class_axis, norm):
+        if norm != 1 or class_axis != 1:
+            return super().hard_statistics(prob, label, keep, class_axis, norm)
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         index, weight = _index_and_weight(label, keep, b, p.dtype)
@@ -88,22 +101,29 @@ class TorchKernels(Generic):
             prob_card = torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
             counts = _counts(index.squeeze(1), weight, c, p.dtype)
         overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
-        if scratch is not None:
-            scratch[_LABEL_PROB] = p_label  # for the gradient: saves a second gather
-        return prob_card, counts, overlap
+        diff_card = prob_card + counts - 2 * overlap
+        # The residual, x at each pixel's class, saves the gradient a second gather.
+        # Not under torch.compile: a traced backward may not hold on to it.
+        residual = None if torch.compiler.is_compiling() else p_label
+        return (prob_card, counts, diff_card), residual
 
-    @staticmethod
-    def hard_l1_vjp(
-        prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False, scratch=None
-    ):
-        if torch.is_grad_enabled() and any(
+    def hard_statistics_vjp(
+        self, prob, label, keep, class_axis, norm, g_prob_card, g_diff_card, *,
+        residual=None, overwrite=False,
+    ):  # fmt: skip
+        differentiable = torch.is_grad_enabled() and any(
             t.requires_grad for t in (prob, g_prob_card, g_diff_card)
-        ):
-            return None  # a gradient to differentiate: the generic code, autograd-safe
+        )
+        if norm != 1 or class_axis != 1 or differentiable:
+            # (a gradient to differentiate: the generic code, autograd-safe)
+            return super().hard_statistics_vjp(
+                prob, label, keep, class_axis, norm, g_prob_card, g_diff_card,
+                residual=residual, overwrite=overwrite,
+            )  # fmt: skip
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         index, weight = _index_and_weight(label, keep, b, p.dtype)
-        p_label = None if scratch is None else scratch.pop(_LABEL_PROB, None)
+        p_label = residual
         if p_label is None:
             p_label = p.gather(1, index).squeeze(1)
         # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
@@ -135,9 +155,6 @@ class TorchKernels(Generic):
         return grad.reshape(prob.shape)
 
 
-_LABEL_PROB = "torch: x at each pixel's class"
-
-
 def _counts(index, weight, num_classes, dtype):
     """(B, C) kept pixels of each class, from (B, N) class ids and 0/1 weights."""
     b = index.shape[0]
@@ -151,13 +168,34 @@ def _counts(index, weight, num_classes, dtype):
     )
 
 
+class Buffers(threading.local):
+    """Scratch tensors of the CPU kernels, kept between calls: per thread, the last
+    shape of each name and dtype.
+
+    A fresh pixel-sized buffer costs a page fault per 4 KiB page at every training step
+    (freed memory of that size goes back to the operating system), which on CPU can
+    cost more than the arithmetic on it. Only for temporaries that do not outlive a
+    kernel call; GPU caching allocators already reuse memory.
+    """
+
+    def get(self, name: str, shape: tuple, dtype: Any) -> torch.Tensor:
+        arrays = self.__dict__.setdefault("arrays", {})
+        kept = arrays.get((name, dtype))
+        if kept is None or tuple(kept.shape) != tuple(shape):
+            kept = arrays[(name, dtype)] = torch.empty(shape, dtype=dtype)
+        return kept
+
+
+_buffers = Buffers()
+
+
 def _buffer(name, shape, like):
     """A scratch tensor for one kernel call: kept between calls on CPU (``Buffers``);
     on GPU the caching allocator already reuses memory."""
     if like.device.type != "cpu" or torch.compiler.is_compiling():
         # (torch.compile traces no state kept outside the graph)
         return torch.empty(shape, dtype=like.dtype, device=like.device)
-    return _buffers.get(name, shape, like.dtype, lambda s, d: torch.empty(s, dtype=d))
+    return _buffers.get(name, shape, like.dtype)
 
 
 def _index_and_weight(label, keep, batch, dtype):

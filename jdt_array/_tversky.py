@@ -1,4 +1,5 @@
-"""From (B, C) statistics to one loss value, and the gradient of that step.
+"""From (B, C) statistics to one loss value: the Tversky ratio, the class losses, the
+level weights and the sums over replicas, each beside its gradient.
 
 Given the active-class masks, the dataset-, image- and class-level means are all linear
 in the per-class losses: loss = sum over levels of sum(coef * class_loss). Writing the
@@ -18,8 +19,8 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._namespace import device, namespace_of, zero_d
-from ._statistics import Statistics
+from ._array import device, namespace_of, zero_d
+from ._cardinalities import Statistics
 
 
 class Level(NamedTuple):
@@ -34,6 +35,25 @@ class Level(NamedTuple):
 
 
 Reduce = Callable[[Any], Any]
+
+
+def tp_fp_fn(stats: Statistics) -> tuple[Any, Any, Any]:
+    """Soft true positives, false positives and false negatives.
+
+    tp = (|x| + |y| - |x - y|) / 2, fp = |x| - tp, fn = |y| - tp (Wang et al.,
+    NeurIPS 2023, eq. 8): the set operations of the Jaccard index written with
+    norms, which is what keeps the losses correct for soft labels.
+    """
+    tp = (stats.prob_card + stats.label_card - stats.diff_card) / 2
+    return tp, stats.prob_card - tp, stats.label_card - tp
+
+
+def tp_fp_fn_vjp(g_tp: Any, g_fp: Any, g_fn: Any) -> tuple[Any, Any]:
+    """d loss / d |x| and d loss / d |x - y| from the gradients of tp, fp and fn.
+
+    tp = (P + Y - D) / 2, fp = (P - Y + D) / 2, fn = (Y - P + D) / 2.
+    """
+    return (g_tp + g_fp - g_fn) / 2, (g_fp + g_fn - g_tp) / 2
 
 
 def levels(
@@ -52,7 +72,7 @@ def levels(
     xp = namespace_of(prob_card=stats.prob_card)
     mode = options.active_classes_mode_hard if hard else options.active_classes_mode_soft
     present = stats.label_max > options.threshold
-    tp, fp, fn = stats.tp_fp_fn()
+    tp, fp, fn = tp_fp_fn(stats)
     if options.class_agnostic:
         tp, fp, fn = (pool_classes(xp, v, class_weights) for v in (tp, fp, fn))
         present = xp.any(present, axis=1, keepdims=True)
@@ -106,9 +126,7 @@ def statistics_grad(
         g_tp, g_fp, g_fn = g_tp + grads[0], g_fp + grads[1], g_fn + grads[2]
     if options.class_agnostic and class_weights is not None:
         g_tp, g_fp, g_fn = (g * class_weights for g in (g_tp, g_fp, g_fn))
-    # tp = (P + Y - D) / 2, fp = (P - Y + D) / 2, fn = (Y - P + D) / 2.
-    g_prob = (g_tp + g_fp - g_fn) / 2
-    g_diff = (g_fp + g_fn - g_tp) / 2
+    g_prob, g_diff = tp_fp_fn_vjp(g_tp, g_fp, g_fn)
     zeros = xp.zeros(shape, dtype=g_prob.dtype, device=device(g_prob))
     return g_prob + zeros, g_diff + zeros
 
@@ -210,15 +228,6 @@ def sum_over_replicas(xp: Any, reduce: Reduce | None, *arrays: Any) -> list[Any]
         out.append(xp.reshape(total[start : start + size], a.shape))
         start += size
     return out
-
-
-def check_reduce(reduce: Any) -> Reduce | None:
-    if reduce is not None and not callable(reduce):
-        raise TypeError(
-            f"reduce must be None or a callable that sums an array over the replicas, "
-            f"got {reduce!r}"
-        )
-    return reduce
 
 
 def pool_classes(xp, values, class_weights):

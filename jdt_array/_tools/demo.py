@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .backends.arrays import ArrayLibrary
-from .compound import ce_jdt_loss
-from .cross_entropy import cross_entropy
-from .grad import value_and_grad
-from .metrics import FineGrainedMetrics
+from ..compound import ce_jdt_loss
+from ..cross_entropy import cross_entropy
+from ..grad import value_and_grad
+from ..metrics import FineGrainedMetrics
+from .libraries import ArrayLibrary
 
 CLASSES = ("background", "blob", "line", "dot")
 # Mean colour of each class; the noise makes a single pixel ambiguous.

@@ -1,17 +1,20 @@
-"""The namespace shim: one place that knows how arrays of different libraries differ.
+"""The namespace shim: the one place that knows how arrays of different libraries differ.
 
 Everything else in the package asks this module for the array namespace ``xp`` of its
-inputs and then writes plain array-API code against it.
+inputs and then writes plain array-API code against it. Nothing here imports a
+framework: a tracing compiler is recognised by the type of the value it hands over.
 """
 
 from __future__ import annotations
 
+import sys
 from numbers import Number
 from typing import Any
 
 from array_api_compat import array_namespace, device
 
 __all__ = [
+    "Array",
     "array_namespace",
     "compute_dtype",
     "device",
@@ -21,6 +24,8 @@ __all__ = [
     "namespace_of",
     "zero_d",
 ]
+
+Array = Any  # an array of any array-API library (the standard has no common type)
 
 
 def library_name(x: Any) -> str:
@@ -57,13 +62,18 @@ def namespace_of(**arrays: Any) -> Any:
 
 
 def is_traced(x: Any) -> bool:
-    """True for an abstract value under tracing (``jax.jit``, ``torch.compile``).
+    """True while ``x`` is an abstract value of a tracing compiler, whose contents
+    cannot be read: a JAX tracer, or any tensor while ``torch.compile`` traces.
 
-    Traced values have no contents to read, so value checks are skipped for them.
+    Value checks are skipped for traced values.
     """
-    from .backends.arrays import is_tracing
-
-    return is_tracing(x)
+    module = type(x).__module__.split(".")[0]
+    if module in ("jax", "jaxlib"):
+        return any(k.__name__ == "Tracer" for k in type(x).__mro__)
+    if module == "torch":
+        # torch is imported if x is a tensor; dynamo cannot trace importlib calls.
+        return sys.modules["torch"].compiler.is_compiling()
+    return False
 
 
 def eager_any(xp: Any, condition: Any) -> bool:

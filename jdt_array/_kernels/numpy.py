@@ -1,9 +1,9 @@
-"""NumPy kernels for the hot spots of the JDT losses (see ``jdt_array._kernels``).
+"""NumPy kernels for the hot spots of the losses and metrics (see ``generic.py``).
 
 The hard label is turned into rows of the (B * C, N) probabilities once, then used
 with ``take``, ``bincount`` and flat writes (much faster than ``take_along_axis``).
 The softmax, the statistics and the gradient run in pixel chunks on a few threads
-(``numpy_parallel``): each chunk's temporaries stay in the cache, and the chunks run
+(``numpy_threads``): each chunk's temporaries stay in the cache, and the chunks run
 in parallel although NumPy itself runs each operation on one core.
 """
 
@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from .._kernels import Generic
-from .numpy_parallel import each_chunk
+from .generic import Generic
+from .numpy_threads import each_chunk
+
+
+class _Residual(NamedTuple):
+    """What the statistics keep for the gradient: the pixels' rows and weights (see
+    ``_rows``) and x at each pixel's class (B, N)."""
+
+    positions: tuple
+    label_prob: np.ndarray
 
 
 class NumPyKernels(Generic):
-    @staticmethod
-    def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    counts_pairs_in_one_pass = True
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
         # (outer, C, inner) with the classes in the middle; chunks of the inner pixels,
         # or, channels-last (inner = 1), of the outer ones.
         axis = axis % x.ndim
@@ -40,8 +50,7 @@ class NumPyKernels(Generic):
         each_chunk(part, outer if last else x3.shape[2], c * (1 if last else outer))
         return out.reshape(x.shape)
 
-    @staticmethod
-    def argmax(x: np.ndarray, axis: int) -> np.ndarray:
+    def argmax(self, x: np.ndarray, axis: int) -> np.ndarray:
         axis = axis % x.ndim
         if axis == x.ndim - 1:
             return np.argmax(x, axis=axis)  # contiguous classes: NumPy's own is fast
@@ -65,16 +74,14 @@ class NumPyKernels(Generic):
             index[nan] = np.argmax(np.isnan(np.moveaxis(x, axis, -1)[nan]), axis=-1)
         return index
 
-    @staticmethod
-    def class_counts(ids: np.ndarray, num_classes: int) -> np.ndarray:
+    def class_counts(self, ids: np.ndarray, num_classes: int) -> np.ndarray:
         b = ids.shape[0]
         rows = ids + (num_classes + 1) * np.arange(b, dtype=np.intp)[:, None]
         counts = np.bincount(rows.ravel(), minlength=b * (num_classes + 1))
         return counts.reshape(b, num_classes + 1)[:, :num_classes].astype(np.int64)
 
-    @staticmethod
-    def count_pairs(label_ids, pred_ids, num_classes, size):
-        b = label_ids.shape[0]
+    def pair_counts(self, label_ids, pred_ids, num_classes):
+        b, size = label_ids.shape[0], (num_classes + 1) ** 2
         code = label_ids.astype(np.intp) * (num_classes + 1)
         code += pred_ids
         if b > 1:
@@ -82,8 +89,9 @@ class NumPyKernels(Generic):
         counts = np.bincount(code.ravel(), minlength=b * size)
         return counts.reshape(b, num_classes + 1, num_classes + 1).astype(np.int64)
 
-    @staticmethod
-    def hard_l1_statistics(prob, label, keep, *, scratch=None):
+    def hard_statistics(self, prob, label, keep, class_axis, norm):
+        if norm != 1 or class_axis != 1:
+            return super().hard_statistics(prob, label, keep, class_axis, norm)
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         n = p.shape[2]
@@ -107,22 +115,31 @@ class NumPyKernels(Generic):
         each_chunk(part, n, b * c)
         # Added in chunk order, whatever order the threads finished in: deterministic.
         ordered = (partial[start] for start in sorted(partial))
-        totals = [sum(parts) for parts in zip(*ordered, strict=True)]
-        if scratch is not None:  # for the gradient: no second pass to find them
-            scratch[_POSITIONS], scratch[_LABEL_PROB] = positions, p_label
-        return tuple(t.reshape(b, c).astype(p.dtype, copy=False) for t in totals)
+        prob_card, counts, overlap = (
+            sum(parts).reshape(b, c).astype(p.dtype, copy=False)
+            for parts in zip(*ordered, strict=True)
+        )
+        diff_card = prob_card + counts - 2 * overlap
+        # For the gradient: no second pass to find the rows and label probabilities.
+        return (prob_card, counts, diff_card), _Residual(positions, p_label)
 
-    @staticmethod
-    def hard_l1_vjp(
-        prob, label, keep, g_prob_card, g_diff_card, *, overwrite=False, scratch=None
-    ):
+    def hard_statistics_vjp(
+        self, prob, label, keep, class_axis, norm, g_prob_card, g_diff_card, *,
+        residual=None, overwrite=False,
+    ):  # fmt: skip
+        if norm != 1 or class_axis != 1:
+            return super().hard_statistics_vjp(
+                prob, label, keep, class_axis, norm, g_prob_card, g_diff_card,
+                residual=residual, overwrite=overwrite,
+            )  # fmt: skip
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
-        scratch = {} if scratch is None else scratch
-        positions = scratch.pop(_POSITIONS, None)
-        rows, weight = positions or _rows(label, keep, p.shape, p.dtype)
+        if residual is None:
+            rows, weight = _rows(label, keep, p.shape, p.dtype)
+            p_label = None
+        else:
+            (rows, weight), p_label = residual
         n = p.shape[2]
-        p_label = scratch.pop(_LABEL_PROB, None)
         # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
         a = (g_prob_card + g_diff_card).astype(p.dtype)
         a_row, a_col = a[:, None, :], a[:, :, None]
@@ -148,10 +165,6 @@ class NumPyKernels(Generic):
 
         each_chunk(part, p.shape[2], b * c)
         return grad.reshape(prob.shape)
-
-
-_LABEL_PROB = "numpy: x at each pixel's class"
-_POSITIONS = "numpy: rows, flat positions and weights of the pixels"
 
 
 def _rows(label, keep, shape, dtype):

@@ -1,15 +1,40 @@
-"""Checks of arguments, with errors that name the argument and the shapes involved."""
+"""Every argument check, with errors that name the argument and the shapes involved."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
-from ._kernels import kernels_for
-from ._namespace import eager_any, is_traced
+from . import _kernels
+from ._array import eager_any, is_traced
 
 MODES = ("ALL", "PRESENT")
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def check_reduce(reduce: Any) -> Callable | None:
+    """The data-parallel ``reduce`` hook: None or a callable."""
+    if reduce is not None and not callable(reduce):
+        raise TypeError(
+            f"reduce must be None or a callable that sums an array over the replicas, "
+            f"got {reduce!r}"
+        )
+    return reduce
 
 
 def check_real(name: str, value: Any, *, low: float, strict: bool = False) -> float:
@@ -37,14 +62,21 @@ def check_ignore_index(value: Any) -> int | None:
     return value
 
 
-def normalize_class_axis(class_axis: Any, ndim: int, logits_shape: tuple) -> int:
-    """``class_axis`` as a non-negative axis of the logits; axis 0 is the batch."""
+def check_class_axis(class_axis: Any) -> int:
     if isinstance(class_axis, bool) or not isinstance(class_axis, int):
         raise TypeError(f"class_axis must be an int, got {class_axis!r}")
+    return class_axis
+
+
+def normalize_class_axis(
+    class_axis: Any, ndim: int, logits_shape: tuple, *, name: str = "logits"
+) -> int:
+    """``class_axis`` as a non-negative axis of the array ``name``; axis 0 is the batch."""
+    check_class_axis(class_axis)
     axis = class_axis + ndim if class_axis < 0 else class_axis
     if not 1 <= axis < ndim:
         raise ValueError(
-            f"class_axis={class_axis} is not a non-batch axis of logits with shape "
+            f"class_axis={class_axis} is not a non-batch axis of {name} with shape "
             f"{logits_shape}; use 1 for (B, C, ...) or -1 for (B, ..., C)"
         )
     return axis
@@ -121,8 +153,7 @@ def _within(xp: Any, values: Any, low: int, stop: int) -> bool:
     (traced, or no values), which sends the caller to its elementwise check."""
     if None in values.shape or math.prod(values.shape) == 0:
         return False
-    native = kernels_for(xp).value_range(values)
-    lowest, highest = native if native is not None else (xp.min(values), xp.max(values))
+    lowest, highest = _kernels.value_range(xp, values)
     if is_traced(lowest):
         return False
     return int(lowest) >= low and int(highest) < stop

@@ -1,15 +1,14 @@
-"""Where each installed array library lives: one small adapter per library.
+"""The one list of array libraries, with one small adapter per library.
 
-Tools that build the same inputs on every backend (the consistency report, the
-benchmarks, the tests) get them from here, so no other module imports a framework.
-Each adapter moves NumPy data onto its library and device and back.
+Tools that build the same inputs on every backend (the consistency report, the demo,
+the tests, the benchmarks, the examples) get them from here. Each adapter moves NumPy
+data onto its library and device and back; frameworks are imported only when used.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +51,11 @@ class ArrayLibrary:
     def to_numpy(self, x: Any) -> np.ndarray:
         return _ADAPTERS[self.module].to_numpy(x)
 
+    def synchronize(self) -> None:
+        """Wait for the work queued on this device (for timings); a no-op on CPU."""
+        if self.device != "cpu":
+            _ADAPTERS[self.module].synchronize()
+
     @property
     def can_jit(self) -> bool:
         return self.module == "jax"
@@ -63,7 +67,15 @@ class ArrayLibrary:
         return importlib.import_module("jax").jit(fn)
 
 
-class _NumPy:
+class _Adapter:
+    """What every adapter provides; the defaults suit a CPU-only library."""
+
+    @staticmethod
+    def synchronize():
+        pass
+
+
+class _NumPy(_Adapter):
     @staticmethod
     def has_device(device):
         return device == "cpu"
@@ -81,7 +93,7 @@ class _NumPy:
         return np.asarray(x)
 
 
-class _Strict:
+class _Strict(_Adapter):
     @staticmethod
     def has_device(device):
         return device == "cpu"
@@ -101,7 +113,11 @@ class _Strict:
         return np.asarray(xp.asarray(x, device=xp.Device("CPU_DEVICE"))._array)
 
 
-class _Torch:
+class _Torch(_Adapter):
+    @staticmethod
+    def synchronize():
+        importlib.import_module("torch").cuda.synchronize()
+
     @staticmethod
     def has_device(device):
         torch = importlib.import_module("torch")
@@ -125,7 +141,7 @@ class _Torch:
         )
 
 
-class _Jax:
+class _Jax(_Adapter):
     @staticmethod
     def _devices(device):
         jax = importlib.import_module("jax")
@@ -154,7 +170,11 @@ class _Jax:
         return a.astype(np.float64) if a.dtype.kind in "fV" else a
 
 
-class _CuPy:
+class _CuPy(_Adapter):
+    @staticmethod
+    def synchronize():
+        importlib.import_module("cupy").cuda.Device().synchronize()
+
     @staticmethod
     def has_device(device):
         cupy = importlib.import_module("cupy")
@@ -191,18 +211,6 @@ LIBRARIES = (
     ArrayLibrary("jax", "cuda"),
     ArrayLibrary("cupy", "cuda"),
 )
-
-
-def is_tracing(x: Any) -> bool:
-    """True while ``x`` is an abstract value of a tracing compiler, whose contents
-    cannot be read: a JAX tracer, or any tensor while ``torch.compile`` traces."""
-    module = type(x).__module__.split(".")[0]
-    if module in ("jax", "jaxlib"):
-        return any(k.__name__ == "Tracer" for k in type(x).__mro__)
-    if module == "torch":
-        # torch is imported if x is a tensor; dynamo cannot trace importlib calls.
-        return sys.modules["torch"].compiler.is_compiling()
-    return False
 
 
 def available_libraries() -> list[ArrayLibrary]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..metrics import BatchStatistics, FineGrainedMetrics
+from ...metrics import BatchStatistics, FineGrainedMetrics
 
 __all__ = ["gather_statistics", "sync_metrics"]
 

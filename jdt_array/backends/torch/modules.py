@@ -1,7 +1,8 @@
-"""``torch.nn.Module`` forms of the rest of the loss family (re-exported by
-:mod:`jdt_array.backends.torch`). Each module stores its options and calls the
-array-API function; gradients come from autograd. The per-image Lovasz losses can be
-synchronised over ``torch.distributed`` (``sync_stats=True``)."""
+"""``torch.nn.Module`` forms of every loss (re-exported by
+:mod:`jdt_array.backends.torch`). Each module checks and stores its options and calls
+the functional form; the JDT modules have the hand-derived backward by default, the
+others autograd. The JDT and per-image Lovasz losses can be synchronised over
+``torch.distributed`` (``sync_stats=True``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,103 @@ from typing import Any
 
 import torch
 
-from ..compound import ce_jdt_loss, generalized_dice_loss
-from ..cross_entropy import cross_entropy, kl_div
-from ..lovasz import check_syncable, lovasz_hinge_loss, lovasz_softmax_loss
+from ...compound import CE_WEIGHT, JDT_WEIGHT, ce_jdt_loss, generalized_dice_loss
+from ...cross_entropy import cross_entropy, kl_div
+from ...jdt import JDTOptions
+from ...lovasz import check_syncable, lovasz_hinge_loss, lovasz_softmax_loss
+from .functional import check_backward, check_sync, loss_with, replica_sum
+
+
+def _buffer_of(weights: Any) -> torch.Tensor | None:
+    """Class weights as a tensor for a buffer (so they follow the module's device)."""
+    return None if weights is None else torch.as_tensor(weights)
+
+
+def _on_device_of(weights: torch.Tensor | None, logits: torch.Tensor):
+    return None if weights is None else weights.to(device=logits.device)
+
+
+class JDTLoss(torch.nn.Module):
+    """Drop-in replacement for the reference ``JDTLoss`` module (Wang et al. 2023).
+
+    Same constructor and ``forward(logits, label, keep_mask=None)``; the options mean
+    what they mean in :func:`jdt_array.jdt_loss`. Extra keyword-only arguments:
+    ``class_axis`` (1 or -1), ``class_agnostic``, ``backward`` ("vjp" or "autodiff"),
+    and ``sync_stats`` / ``process_group`` for data-parallel training (see
+    :func:`jdt_loss` here: every rank gets the global-batch loss, and a
+    ``DistributedDataParallel`` step equals the single-process step on the global
+    batch). ``class_weights`` is a buffer, so it follows the module's device.
+    """
+
+    def __init__(
+        self,
+        mIoUD: float = 1.0,
+        mIoUI: float = 0.0,
+        mIoUC: float = 0.0,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        smooth: float = 1e-3,
+        threshold: float = 0.01,
+        norm: float = 1,
+        log_loss: bool = False,
+        ignore_index: int | None = None,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        active_classes_mode_hard: str = "PRESENT",
+        active_classes_mode_soft: str = "ALL",
+        *,
+        class_axis: int = 1,
+        class_agnostic: bool = False,
+        backward: str = "vjp",
+        sync_stats: bool = False,
+        process_group: Any = None,
+    ) -> None:
+        super().__init__()
+        # The options are checked now rather than at the first batch.
+        self.options = JDTOptions.of(locals())
+        self.backward = check_backward(backward)
+        check_sync(sync_stats, process_group)
+        # A plain attribute, not a buffer: a process group is no state to save.
+        self.sync = {"sync_stats": sync_stats, "process_group": process_group}
+        self.register_buffer("class_weights", _buffer_of(class_weights))
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        label: torch.Tensor,
+        keep_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        sync_stats, group = self.sync["sync_stats"], self.sync["process_group"]
+        return loss_with(
+            logits, label, self.options, keep_mask=keep_mask,
+            class_weights=_on_device_of(self.class_weights, logits),
+            backward=self.backward, reduce=replica_sum(group) if sync_stats else None,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        shown = {**self.options.as_dict(), "sync_stats": self.sync["sync_stats"]}
+        return ", ".join(f"{k}={v!r}" for k, v in shown.items())
+
+
+class JaccardLoss(JDTLoss):
+    """The Jaccard metric loss module: :class:`JDTLoss` with ``alpha = beta = 1``."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(alpha=1.0, beta=1.0, **options)
+
+
+class DiceLoss(JDTLoss):
+    """The Dice semimetric loss module: :class:`JDTLoss` with ``alpha = beta = 0.5``."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(alpha=0.5, beta=0.5, **options)
+
+
+class TverskyLoss(JDTLoss):
+    """The Tversky loss module: :class:`JDTLoss` with required ``alpha`` and ``beta``."""
+
+    def __init__(self, *, alpha: float, beta: float, **options: Any) -> None:
+        super().__init__(alpha=alpha, beta=beta, **options)
 
 
 class _Loss(torch.nn.Module):
@@ -58,19 +153,16 @@ class CEJDTLoss(_Loss):
     def __init__(
         self,
         *,
-        ce_weight: float = 0.25,
-        jdt_weight: float = 0.75,
+        ce_weight: float = CE_WEIGHT,
+        jdt_weight: float = JDT_WEIGHT,
         class_weights: Sequence[float] | torch.Tensor | None = None,
         **jdt_options: Any,
     ) -> None:
         super().__init__(ce_weight=ce_weight, jdt_weight=jdt_weight, **jdt_options)
-        weights = None if class_weights is None else torch.as_tensor(class_weights)
-        self.register_buffer("class_weights", weights)
+        self.register_buffer("class_weights", _buffer_of(class_weights))
 
     def forward(self, logits, label, keep_mask=None):
-        weights = self.class_weights
-        if weights is not None:
-            weights = weights.to(device=logits.device)
+        weights = _on_device_of(self.class_weights, logits)
         return ce_jdt_loss(
             logits, label, keep_mask=keep_mask, class_weights=weights, **self.options
         )
@@ -103,10 +195,7 @@ class _SyncedLoss(_Loss):
 
     def __init__(self, *, sync_stats: bool, process_group: Any, **options: Any) -> None:
         super().__init__(**options)
-        # Imported here: jdt_array.backends.torch imports this module at its top.
-        from .torch import _check_sync
-
-        _check_sync(sync_stats, process_group)
+        check_sync(sync_stats, process_group)
         check_syncable(
             type(self).__name__, per_image=options["per_image"], synced=sync_stats
         )
@@ -117,8 +206,6 @@ class _SyncedLoss(_Loss):
         """The ``reduce`` hook of the core loss: None, or the sum over the ranks."""
         if not self.sync["sync_stats"]:
             return None
-        from .torch import replica_sum
-
         return replica_sum(self.sync["process_group"])
 
     def extra_repr(self) -> str:
@@ -194,8 +281,12 @@ class LovaszHingeLoss(_SyncedLoss):
 __all__ = [
     "CEJDTLoss",
     "CrossEntropyLoss",
+    "DiceLoss",
     "GeneralizedDiceLoss",
+    "JDTLoss",
+    "JaccardLoss",
     "KLDivLoss",
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
+    "TverskyLoss",
 ]

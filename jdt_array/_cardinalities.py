@@ -1,0 +1,114 @@
+"""Per-(image, class) statistics of a prediction against a label, and their gradient.
+
+Everything the JDT losses need is in four (B, C) arrays: the cardinalities |x|, |y| and
+|x - y| (the p-norm to the power p over the spatial axes) of the probabilities x and the
+label y, and the largest label value of each image and class (for "present" classes).
+They are sums and maxima over pixels, so statistics of several batches or devices
+combine by adding (and taking the maximum), which is what a distributed loss needs.
+
+The gradient runs the other way: from d loss / d |x| and d loss / d |x - y| (|y| does
+not depend on the prediction) to every probability, then through the softmax to the
+logits. Hard labels go through the kernels (``jdt_array._kernels``), which may keep a
+residual from the statistics for the gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from . import _kernels
+from ._array import Array
+from ._pixels import along_classes, power, spatial_axes
+
+
+class Statistics(NamedTuple):
+    """Cardinalities per image and class, each of shape (B, C)."""
+
+    prob_card: Array  # sum over kept pixels of |x|^p
+    label_card: Array  # sum over kept pixels of |y|^p
+    diff_card: Array  # sum over kept pixels of |x - y|^p
+    label_max: Array  # max over kept pixels of y (0 where no pixel is kept)
+
+
+class Prepared(NamedTuple):
+    """Checked pixel-level inputs of the statistics, with the probabilities computed."""
+
+    xp: Any
+    prob: Array  # softmax(logits) in the accumulation dtype
+    label: Array
+    keep: Array | None  # keep_mask and the pixels that are not ignore_index
+    class_axis: int  # non-negative
+    norm: float
+    hard: bool
+
+    @property
+    def num_classes(self) -> int:
+        return self.prob.shape[self.class_axis]
+
+    @property
+    def loss_shape(self) -> tuple[int, int]:
+        """(B, C), the shape of every statistic."""
+        return (self.prob.shape[0], self.num_classes)
+
+
+def statistics(inputs: Prepared) -> tuple[Statistics, _kernels.Residual]:
+    """The (B, C) statistics, and the residual a kernel kept for :func:`statistics_vjp`
+    (valid while ``inputs.prob`` is unchanged; ``None`` when nothing was kept)."""
+    xp, prob, keep, axis, p = (inputs.xp, inputs.prob, inputs.keep, inputs.class_axis,
+                               inputs.norm)  # fmt: skip
+    if inputs.hard:
+        (prob_card, label_card, diff_card), residual = _kernels.hard_statistics(
+            xp, prob, inputs.label, keep, axis, p
+        )
+        label_max = xp.astype(label_card > 0, prob.dtype)
+        return Statistics(prob_card, label_card, diff_card, label_max), residual
+    axes = spatial_axes(prob.ndim, axis)
+    x, y = prob, _soft_label(inputs)
+    if keep is not None:
+        kept = xp.expand_dims(keep, axis=axis)
+        x, y = xp.where(kept, x, 0.0), xp.where(kept, y, 0.0)
+    stats = Statistics(
+        prob_card=xp.sum(power(x, p), axis=axes),
+        label_card=xp.sum(power(y, p), axis=axes),
+        diff_card=xp.sum(power(xp.abs(x - y), p), axis=axes),
+        label_max=xp.max(y, axis=axes) if axes else y,
+    )
+    return stats, None
+
+
+def statistics_vjp(
+    inputs: Prepared,
+    g_prob_card: Array,
+    g_diff_card: Array,
+    *,
+    residual: _kernels.Residual = None,
+    overwrite: bool = False,
+) -> Array:
+    """The gradient with respect to the logits of ``sum(g_prob_card * |x|) +
+    sum(g_diff_card * |x - y|)``, both (B, C), in the accumulation dtype.
+
+    ``residual`` is what :func:`statistics` of the same inputs returned;
+    ``overwrite=True`` lets a kernel write the gradient into ``inputs.prob`` (for a
+    caller that owns the probabilities and needs them no more).
+    """
+    xp, x, axis, p = inputs.xp, inputs.prob, inputs.class_axis, inputs.norm
+    if inputs.hard:
+        return _kernels.hard_statistics_vjp(
+            xp, x, inputs.label, inputs.keep, axis, p, g_prob_card, g_diff_card,
+            residual=residual, overwrite=overwrite,
+        )  # fmt: skip
+    g_p = along_classes(xp, g_prob_card, x.ndim, axis)
+    g_d = along_classes(xp, g_diff_card, x.ndim, axis)
+    diff = x - _soft_label(inputs)
+    # d x^p / dx and d |x - y|^p / dx; for p = 1 without a power (no 0^0).
+    d_pow = 1.0 if p == 1 else p * x ** (p - 1)
+    d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
+    g = g_p * d_pow + g_d * d_diff
+    if inputs.keep is not None:
+        g = xp.where(xp.expand_dims(inputs.keep, axis=axis), g, 0.0)
+    return _kernels.softmax_vjp(xp, x, g, axis)
+
+
+def _soft_label(inputs: Prepared) -> Array:
+    label, dtype = inputs.label, inputs.prob.dtype
+    return label if label.dtype == dtype else inputs.xp.astype(label, dtype)

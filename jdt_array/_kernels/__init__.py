@@ -1,0 +1,119 @@
+"""The one point where the array-API core reaches a library's native code.
+
+The loss and metric maths is written once in array-API code; a few hot spots have a
+faster form in some libraries: the softmax, the argmax and the (label, prediction) pair
+counts of the metrics, the label range check, the hard-label statistics (a per-class
+sum over the pixels of each class, which the array API can only write as a one-hot
+comparison over all C classes) and its gradient, and ``value_and_grad`` (autodiff
+where the library has it). ``kernels_for(xp)`` gives the kernel set of a namespace:
+``generic.Generic`` (complete array-API bodies), or a subclass of it with native
+overrides (``numpy.py``, ``torch.py``, ``jax.py``) that must return the same values.
+JAX keeps the generic array code, which XLA fuses.
+
+The functions below are what the core calls, one per hot spot.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from array_api_compat import is_jax_namespace, is_numpy_namespace, is_torch_namespace
+
+from .generic import Array, Generic, Residual
+
+__all__ = [
+    "Generic",
+    "Residual",
+    "argmax",
+    "hard_statistics",
+    "hard_statistics_vjp",
+    "kernels_for",
+    "pixel_counts",
+    "softmax",
+    "softmax_vjp",
+    "value_and_grad",
+    "value_range",
+]
+
+
+@functools.cache
+def kernels_for(xp: Any) -> Generic:
+    """The kernel set of the array namespace ``xp`` (one instance per namespace)."""
+    if is_torch_namespace(xp):
+        from .torch import TorchKernels
+
+        return TorchKernels(xp)
+    if is_numpy_namespace(xp):
+        from .numpy import NumPyKernels
+
+        return NumPyKernels(xp)
+    if is_jax_namespace(xp):
+        from .jax import JaxKernels
+
+        return JaxKernels(xp)
+    return Generic(xp)
+
+
+def softmax(xp: Any, logits: Array, axis: int, dtype: Any) -> Array:
+    """Softmax over ``axis`` computed in ``dtype``."""
+    x = logits if logits.dtype == dtype else xp.astype(logits, dtype)
+    return kernels_for(xp).softmax(x, axis)
+
+
+def softmax_vjp(xp: Any, prob: Array, g_prob: Array, axis: int) -> Array:
+    """Gradient through x = softmax(z) along ``axis``."""
+    return kernels_for(xp).softmax_vjp(prob, g_prob, axis)
+
+
+def argmax(xp: Any, x: Array, axis: int) -> Array:
+    """The first index of the maximum along ``axis`` (the first NaN if any)."""
+    return kernels_for(xp).argmax(x, axis)
+
+
+def hard_statistics(
+    xp: Any, prob: Array, label: Array, keep: Any, class_axis: int, norm: float
+) -> tuple[tuple[Array, Array, Array], Residual]:
+    """``((|x|, |y|, |x - y|), residual)`` of probabilities against an integer label."""
+    return kernels_for(xp).hard_statistics(prob, label, keep, class_axis, norm)
+
+
+def hard_statistics_vjp(
+    xp: Any,
+    prob: Array,
+    label: Array,
+    keep: Any,
+    class_axis: int,
+    norm: float,
+    g_prob_card: Array,
+    g_diff_card: Array,
+    *,
+    residual: Residual = None,
+    overwrite: bool = False,
+) -> Array:
+    """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|)."""
+    return kernels_for(xp).hard_statistics_vjp(
+        prob, label, keep, class_axis, norm, g_prob_card, g_diff_card,
+        residual=residual, overwrite=overwrite,
+    )  # fmt: skip
+
+
+def value_range(xp: Any, values: Array) -> tuple[Array, Array]:
+    """(min, max) of ``values``, in one pass where the library can."""
+    return kernels_for(xp).value_range(values)
+
+
+def pixel_counts(
+    xp: Any, label_ids: Array, pred_ids: Array, counted: Array, num_classes: int
+) -> tuple[Array, Array, Array]:
+    """(B, C) counts of |pred = label = c|, |pred = c| and |label = c|."""
+    return kernels_for(xp).pixel_counts(label_ids, pred_ids, counted, num_classes)
+
+
+def value_and_grad(
+    xp: Any, loss_fn: Any, logits: Array, label: Array, options: dict, *, hand_gradient
+) -> tuple[Array, Array]:
+    """``(loss, d loss / d logits)`` by the library's autodiff, or by hand."""
+    return kernels_for(xp).value_and_grad(
+        loss_fn, logits, label, options, hand_gradient=hand_gradient
+    )

@@ -1,0 +1,56 @@
+"""Pixel-level pieces shared by the losses and the metrics: which pixels count, the
+one-hot class mask of a hard label, and means over masked pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._array import device, zero_d
+
+
+def kept_pixels(xp: Any, label: Any, ignore_index: int | None, keep_mask: Any) -> Any:
+    """The pixels a hard-label loss uses (``keep_mask`` and not ``ignore_index``), or
+    None when all are."""
+    if ignore_index is None:
+        return keep_mask
+    kept = label != ignore_index
+    return kept if keep_mask is None else keep_mask & kept
+
+
+def class_mask(xp: Any, label: Any, keep: Any, class_axis: int, num_classes: int) -> Any:
+    """Boolean one-hot of ``label`` along ``class_axis``, False where not kept."""
+    shape = [1] * (label.ndim + 1)
+    shape[class_axis] = num_classes
+    classes = xp.arange(num_classes, dtype=label.dtype, device=device(label))
+    is_class = xp.expand_dims(label, axis=class_axis) == xp.reshape(classes, tuple(shape))
+    return is_class if keep is None else is_class & xp.expand_dims(keep, axis=class_axis)
+
+
+def masked_mean(xp: Any, values: Any, mask: Any, axis: Any = None) -> Any:
+    """Mean of ``values`` where ``mask`` (all if None) over ``axis``; 0 where nothing is.
+
+    The double where keeps 0 / 0 out of both the value and the gradient.
+    """
+    if mask is None:
+        return zero_d(xp, xp.mean(values, axis=axis))
+    count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
+    total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
+    has = count > 0
+    return zero_d(xp, xp.where(has, total / xp.where(has, count, 1.0), 0.0))
+
+
+def spatial_axes(ndim: int, class_axis: int) -> tuple[int, ...]:
+    """The axes of a (B, ..., C, ...) array other than the batch and the classes."""
+    return tuple(a for a in range(1, ndim) if a != class_axis)
+
+
+def along_classes(xp: Any, values: Any, ndim: int, class_axis: int) -> Any:
+    """(B, C) values reshaped to broadcast against (B, ..., C at class_axis, ...)."""
+    shape = [1] * ndim
+    shape[0], shape[class_axis] = values.shape
+    return xp.reshape(values, tuple(shape))
+
+
+def power(x: Any, p: float) -> Any:
+    """``x ** p``, and ``x`` itself for p = 1 (no pass over the pixels)."""
+    return x if p == 1 else x**p

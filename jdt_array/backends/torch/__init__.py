@@ -1,0 +1,40 @@
+"""PyTorch adapter: autograd for ``value_and_grad``, a lean backward, ``nn.Module``s,
+and statistics synchronised over ``torch.distributed`` for data-parallel training.
+
+``functional`` holds the functions, ``modules`` the ``torch.nn.Module`` forms and
+``metrics`` the evaluation over ``torch.distributed``; this package re-exports them.
+"""
+
+from .functional import BACKWARDS, jdt_loss, replica_sum, value_and_grad
+from .metrics import gather_statistics, sync_metrics
+from .modules import (
+    CEJDTLoss,
+    CrossEntropyLoss,
+    DiceLoss,
+    GeneralizedDiceLoss,
+    JaccardLoss,
+    JDTLoss,
+    KLDivLoss,
+    LovaszHingeLoss,
+    LovaszSoftmaxLoss,
+    TverskyLoss,
+)
+
+__all__ = [
+    "BACKWARDS",
+    "CEJDTLoss",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "GeneralizedDiceLoss",
+    "JDTLoss",
+    "JaccardLoss",
+    "KLDivLoss",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
+    "TverskyLoss",
+    "gather_statistics",
+    "jdt_loss",
+    "replica_sum",
+    "sync_metrics",
+    "value_and_grad",
+]

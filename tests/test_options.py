@@ -1,0 +1,116 @@
+"""The JDT options are defined once (``JDTOptions``); every explicit signature that
+lists them agrees with that definition."""
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+
+import jdt_array
+from jdt_array.jdt import FIELDS, JDTOptions
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(JDTOptions)}
+
+# The reference JDTLoss constructor's positional order, which JDTLoss keeps.
+REFERENCE_ORDER = (
+    "mIoUD", "mIoUI", "mIoUC", "alpha", "beta", "gamma", "smooth", "threshold", "norm",
+    "log_loss", "ignore_index", "class_weights", "active_classes_mode_hard",
+    "active_classes_mode_soft",
+)  # fmt: skip
+
+
+def _defaults(fn):
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def test_jdt_loss_signature_lists_every_option_with_its_default():
+    defaults = _defaults(jdt_array.jdt_loss)
+    assert {name: defaults[name] for name in FIELDS} == DEFAULTS
+
+
+def test_torch_module_signature_lists_every_option_with_its_default():
+    jt = pytest.importorskip("jdt_array.backends.torch")
+    defaults = _defaults(jt.JDTLoss.__init__)
+    assert {name: defaults[name] for name in FIELDS} == DEFAULTS
+    positional = [
+        name
+        for name, p in inspect.signature(jt.JDTLoss.__init__).parameters.items()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name != "self"
+    ]
+    assert tuple(positional) == REFERENCE_ORDER
+
+
+def test_torch_module_keeps_the_checked_options_object():
+    jt = pytest.importorskip("jdt_array.backends.torch")
+    module = jt.JDTLoss(0.5, 0.5, alpha=0.3, class_axis=-1, ignore_index=255)
+    assert module.options == JDTOptions(
+        mIoUD=0.5, mIoUI=0.5, alpha=0.3, class_axis=-1, ignore_index=255
+    )
+    with pytest.raises(ValueError, match="gamma"):
+        jt.JDTLoss(gamma=0.5)
+
+
+def test_options_are_frozen_and_hashable():
+    options = JDTOptions(mIoUI=1.0)
+    assert hash(options) == hash(JDTOptions(mIoUI=1.0))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.mIoUI = 0.0
+
+
+def test_options_of_picks_only_the_options():
+    arguments = {"logits": None, "reduce": None, "alpha": 0.5, "class_axis": -1}
+    assert JDTOptions.of(arguments) == JDTOptions(alpha=0.5, class_axis=-1)
+
+
+CHANGED = {
+    "class_axis": -1, "mIoUD": 0.5, "mIoUI": 0.5, "mIoUC": 0.5, "alpha": 0.3,
+    "beta": 0.7, "gamma": 2.0, "smooth": 0.5, "threshold": 1.0, "norm": 2,
+    "log_loss": True, "ignore_index": 2, "active_classes_mode_hard": "ALL",
+    "active_classes_mode_soft": "PRESENT", "class_agnostic": True,
+}  # fmt: skip
+
+
+def _inputs(name):
+    """Inputs on which the option ``name`` changes the loss."""
+    rng = np.random.default_rng(0)
+    shape = (2, 4, 5, 3) if name == "class_axis" else (2, 3, 4, 5)
+    logits = rng.standard_normal(shape)
+    if name == "active_classes_mode_soft":  # soft labels, class 2 without mass
+        soft = rng.random(shape) * np.array([1.0, 1.0, 0.0])[:, None, None]
+        return logits, soft / soft.sum(axis=1, keepdims=True)
+    label = rng.integers(0, 3, size=(2, 4, 5))
+    if name == "active_classes_mode_hard":
+        label = np.where(label == 2, 0, label)  # class 2 absent: "ALL" counts it
+    # (threshold 1.0: no class is "present", the default hard mode)
+    return logits, label
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_every_option_reaches_the_loss_in_every_form(name):
+    """Each option, set away from its default, changes the functional loss and gives
+    the torch module and the JAX form the same value."""
+    assert set(CHANGED) == set(FIELDS)
+    logits, label = _inputs(name)
+    options = {name: CHANGED[name]}
+    value = float(jdt_array.jdt_loss(logits, label, **options))
+    if name != "class_axis":  # (the default axis does not fit these logits)
+        assert value != float(jdt_array.jdt_loss(logits, label))  # the option acts
+    jt = pytest.importorskip("jdt_array.backends.torch")
+    import torch
+
+    module = jt.JDTLoss(**options)
+    np.testing.assert_allclose(
+        float(module(torch.asarray(logits), torch.asarray(label))), value, rtol=1e-12
+    )
+    jj = pytest.importorskip("jdt_array.backends.jax")
+    import jax.numpy as jnp
+
+    np.testing.assert_allclose(
+        float(jj.jdt_loss(jnp.asarray(logits), jnp.asarray(label), **options)), value,
+        rtol=1e-6,
+    )  # fmt: skip
