@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from numbers import Real
@@ -25,6 +26,17 @@ def check_int(name: str, value: Any, *, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return value
+
+
+def arguments(fn: Callable, logits: Any, label: Any, options: dict) -> dict[str, Any]:
+    """The arguments ``fn(logits, label, **options)`` would see, defaults filled in:
+    how a hand gradient takes exactly the options of its loss."""
+    try:
+        bound = inspect.signature(fn).bind(logits, label, **options)
+    except TypeError as err:
+        raise TypeError(f"{fn.__name__}: {err}") from None
+    bound.apply_defaults()
+    return bound.arguments
 
 
 def check_reduce(reduce: Any) -> Callable | None:

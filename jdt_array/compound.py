@@ -66,31 +66,22 @@ def ce_jdt_loss(
             weights 0, an option :func:`jdt_array.jdt_loss` does not take.
     """
     weights = _mixture_weights(ce_weight, jdt_weight)
-    shared = {"ignore_index": ignore_index, "keep_mask": keep_mask,
-              "class_axis": class_axis}  # fmt: skip
+    shared = dict(ignore_index=ignore_index, keep_mask=keep_mask, class_axis=class_axis)
     parts = (cross_entropy(logits, label, **shared),
              jdt_loss(logits, label, **shared, **jdt_options))  # fmt: skip
     return _mix(namespace_of(logits=logits), weights, parts)
 
 
 def ce_jdt_value_and_grad(
-    logits: Array,
-    label: Array,
-    *,
-    ce_weight: float = CE_WEIGHT,
-    jdt_weight: float = JDT_WEIGHT,
-    ignore_index: int | None = None,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
-    **jdt_options: Any,
+    logits: Array, label: Array, **options: Any
 ) -> tuple[Array, Array]:
-    """:func:`ce_jdt_loss` and its gradient with respect to ``logits``, by hand: the
-    weighted sum of both parts' values and gradients."""
-    weights = _mixture_weights(ce_weight, jdt_weight)
-    shared = {"ignore_index": ignore_index, "keep_mask": keep_mask,
-              "class_axis": class_axis}  # fmt: skip
+    """:func:`ce_jdt_loss` (the same arguments) and its gradient with respect to
+    ``logits``, by hand: the weighted sum of both parts' values and gradients."""
+    args = checks.arguments(ce_jdt_loss, logits, label, options)
+    weights = _mixture_weights(args["ce_weight"], args["jdt_weight"])
+    shared = {k: args[k] for k in ("ignore_index", "keep_mask", "class_axis")}
     ce, g_ce = cross_entropy_value_and_grad(logits, label, **shared)
-    jdt, g_jdt = jdt_value_and_grad(logits, label, **shared, **jdt_options)
+    jdt, g_jdt = jdt_value_and_grad(logits, label, **shared, **args["jdt_options"])
     xp = namespace_of(logits=logits)
     return _mix(xp, weights, (ce, jdt)), _mix(xp, weights, (g_ce, g_jdt))
 
@@ -161,19 +152,13 @@ def generalized_dice_loss(
 
 
 def generalized_dice_value_and_grad(
-    logits: Array,
-    label: Array,
-    *,
-    keep_mask: Array | None = None,
-    ignore_index: int | None = None,
-    class_axis: int = 1,
-    per_image: bool = False,
-    smooth: float = 1e-3,
+    logits: Array, label: Array, **options: Any
 ) -> tuple[Array, Array]:
-    """:func:`generalized_dice_loss` and its gradient with respect to ``logits``, by
-    hand (the weights, which depend on the label only, are constants)."""
-    gd = _generalized_dice(logits, label, keep_mask, ignore_index, class_axis, per_image,
-                           smooth)  # fmt: skip
+    """:func:`generalized_dice_loss` (the same arguments) and its gradient with respect
+    to ``logits``, by hand (the weights, which depend on the label only, are
+    constants)."""
+    args = checks.arguments(generalized_dice_loss, logits, label, options)
+    gd = _generalized_dice(**args)
     xp = gd.inputs.xp
     g_prob_card, g_diff_card = statistics_grad(
         xp, gd.parts, gd.options, gd.weights, gd.inputs.loss_shape

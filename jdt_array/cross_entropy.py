@@ -49,11 +49,10 @@ def cross_entropy(
     the hard-label focal loss when the soft label is one-hot.
 
     Args:
-        logits: (B, C, *spatial) with ``class_axis=1``, or (B, *spatial, C) with
-            ``class_axis=-1``; any number of spatial axes. float16/bfloat16 inputs are
-            accumulated in float32.
-        label: hard label, an integer array (B, *spatial) of class ids; or soft label,
-            a floating array shaped like ``logits`` holding per-class probabilities.
+        logits: (B, C, *spatial) (``class_axis=1``) or (B, *spatial, C)
+            (``class_axis=-1``); float16/bfloat16 are accumulated in float32.
+        label: a hard label, integer (B, *spatial) class ids; or a soft label, floating
+            per-class probabilities shaped like ``logits``.
         ignore_index: hard-label value whose pixels are dropped (soft labels: unused).
         keep_mask: optional boolean (B, *spatial); False drops a pixel.
         class_axis: the axis of ``logits`` (and of a soft label) holding the classes.
@@ -75,21 +74,17 @@ def cross_entropy(
 
 
 def cross_entropy_value_and_grad(
-    logits: Array,
-    label: Array,
-    *,
-    ignore_index: int | None = None,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
-    gamma: float = 0.0,
+    logits: Array, label: Array, **options: Any
 ) -> tuple[Array, Array]:
-    r""":func:`cross_entropy` and its gradient with respect to ``logits``, by hand.
+    r""":func:`cross_entropy` (the same arguments) and its gradient with respect to
+    ``logits``, by hand.
 
     With :math:`\ell = -\sum_c y_c f_c \log p_c`, :math:`f_c = (1 - p_c)^\gamma`:
     :math:`h_c = \partial \ell / \partial \log p_c = -y_c (f_c - \gamma (1 - p_c)^{\gamma-1}
     p_c \log p_c)` and, through the log-softmax, :math:`g = h - p \sum_c h_c`.
     """
-    px = _prepare_cross_entropy(logits, label, ignore_index, keep_mask, class_axis, gamma)
+    args = checks.arguments(cross_entropy, logits, label, options)
+    px, gamma = _prepare_cross_entropy(**args), args["gamma"]
     xp, axis = px.xp, px.axis
     target = xp.astype(px.target, px.log_prob.dtype) if px.hard else px.target
     h = -target * _focal(xp, px.log_prob, gamma, derivative=True)
@@ -207,16 +202,14 @@ def kl_div(
 
 
 def kl_div_value_and_grad(
-    logits: Array,
-    target_prob: Array,
-    *,
-    temperature: float = 1.0,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
+    logits: Array, target_prob: Array, **options: Any
 ) -> tuple[Array, Array]:
-    r""":func:`kl_div` and its gradient, :math:`T (p \sum_c q_c - q)` per kept pixel
-    over their number, with p = softmax(z / T)."""
-    log_p, q = _prepare_kl_div(logits, target_prob, temperature, keep_mask, class_axis)
+    r""":func:`kl_div` (the same arguments) and its gradient, :math:`T (p \sum_c q_c -
+    q)` per kept pixel over their number, with p = softmax(z / T)."""
+    args = checks.arguments(kl_div, logits, target_prob, options)
+    log_p, q = _prepare_kl_div(**args)
+    temperature, keep_mask, class_axis = (args[k] for k in ("temperature", "keep_mask",
+                                                              "class_axis"))  # fmt: skip
     xp, axis = namespace_of(logits=logits), class_axis % logits.ndim
     grad = temperature * (xp.exp(log_p) * xp.sum(q, axis=axis, keepdims=True) - q)
     grad = _pixel_mean_grad(xp, grad, keep_mask, axis)

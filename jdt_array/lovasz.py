@@ -1,18 +1,10 @@
 r"""The Lovasz-Softmax and Lovasz hinge losses: tight convex surrogates of the Jaccard loss.
 
-For a class with ground-truth pixels G, the Jaccard loss of a set M of mispredicted
-pixels is the submodular set function :math:`\Delta(M) = |M| / |G \cup M|`. Its Lovasz
-extension at a vector of pixel errors :math:`m \ge 0`, sorted decreasingly by a
-permutation :math:`\pi`, is
-
-.. math::
-    \bar\Delta(m) = \sum_i m_{\pi_i} g_i, \qquad
-    g_i = \Delta(\{\pi_1, \dots, \pi_i\}) - \Delta(\{\pi_1, \dots, \pi_{i-1}\}),
-
-which is piecewise linear, convex, and equal to :math:`\Delta` on 0/1 error vectors
-(Berman et al., CVPR 2018, Alg. 1). Here all classes (and all images) are sorted in one
-batched sort, ignored pixels get zero error and sort last instead of being removed, so
-every shape is static and the losses run under ``jax.jit``.
+Both are the Lovasz extension of the Jaccard loss (``_lovasz_extension``) at per-pixel
+errors: :math:`|[y_i = c] - p_{i,c}|` per class for the softmax loss, the hinge
+:math:`\max(0, 1 - s_i z_i)` for the binary one. All classes (and all images) are sorted
+in one batched sort; ignored pixels get zero error and sort last instead of being
+removed, so every shape is static and the losses run under ``jax.jit``.
 
 References:
     Maxim Berman, Amal Rannen Triki, Matthew B. Blaschko. The Lovasz-Softmax Loss: A
@@ -107,26 +99,18 @@ def lovasz_softmax_loss(
 
 
 def lovasz_softmax_value_and_grad(
-    logits: Array,
-    label: Array,
-    *,
-    classes: str | Sequence[int] = "present",
-    per_image: bool = False,
-    ignore_index: int | None = None,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
-    reduce: Callable[[Array], Array] | None = None,
+    logits: Array, label: Array, **options: Any
 ) -> tuple[Array, Array]:
-    """:func:`lovasz_softmax_loss` and its gradient with respect to ``logits``, by
-    hand (with ``reduce``: this replica's slice of the global-batch gradient).
+    """:func:`lovasz_softmax_loss` (the same arguments) and its gradient with respect
+    to ``logits``, by hand (with ``reduce``: this replica's slice of the global-batch
+    gradient).
 
     The Lovasz extension is linear in the sorted errors, so d loss / d error of a pixel
     is the Jaccard increment at its rank (times the class's weight in the mean), and
     d error / d p is -1 on the class's pixels and +1 elsewhere.
     """
-    g = _softmax_groups(
-        logits, label, classes, per_image, ignore_index, keep_mask, class_axis, reduce
-    )
+    args = checks.arguments(lovasz_softmax_loss, logits, label, options)
+    g, reduce = _softmax_groups(**args), args["reduce"]
     xp = g.xp
     losses, g_errors = lovasz_extension(xp, g.errors, g.fg, g.keep, with_grad=True)
     loss, groups = _softmax_value(g, losses, reduce)
@@ -136,7 +120,7 @@ def lovasz_softmax_value_and_grad(
     sign = 1.0 - 2.0 * xp.astype(g.fg, g.errors.dtype)  # d error / d p
     g_prob = sign * g_errors * xp.expand_dims(weight, axis=-1)  # (G, K, M)
     batch, num_classes, axis = g.prob.shape[0], g.prob.shape[g.axis], g.axis
-    if not per_image:
+    if not args["per_image"]:
         g_prob = _unpool_images(xp, g_prob, batch)
     if g.class_ids is not None:  # add the rows of listed (or repeated) classes up
         g_prob = _scatter_classes(xp, g_prob, g.class_ids, num_classes)
@@ -255,18 +239,13 @@ def lovasz_hinge_loss(
 
 
 def lovasz_hinge_value_and_grad(
-    logits: Array,
-    label: Array,
-    *,
-    per_image: bool = True,
-    ignore_index: int | None = None,
-    keep_mask: Array | None = None,
-    reduce: Callable[[Array], Array] | None = None,
+    logits: Array, label: Array, **options: Any
 ) -> tuple[Array, Array]:
-    """:func:`lovasz_hinge_loss` and its gradient with respect to ``logits``, by hand:
-    -sign times the Jaccard increment at each pixel's rank, where its hinge error is
-    positive."""
-    h = _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce)
+    """:func:`lovasz_hinge_loss` (the same arguments) and its gradient with respect to
+    ``logits``, by hand: -sign times the Jaccard increment at each pixel's rank, where
+    its hinge error is positive."""
+    args = checks.arguments(lovasz_hinge_loss, logits, label, options)
+    h, reduce = _hinge_errors(**args), args["reduce"]
     xp = h.xp
     losses, g_errors = lovasz_extension(xp, h.errors, h.fg, h.keep, with_grad=True)
     loss, groups = mean_over_groups(xp, losses, reduce)

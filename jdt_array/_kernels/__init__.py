@@ -71,31 +71,16 @@ def argmax(xp: Any, x: Array, axis: int) -> Array:
     return kernels_for(xp).argmax(x, axis)
 
 
-def hard_statistics(
-    xp: Any, prob: Array, label: Array, keep: Any, class_axis: int, norm: float
-) -> tuple[tuple[Array, Array, Array], Residual]:
-    """``((|x|, |y|, |x - y|), residual)`` of probabilities against an integer label."""
-    return kernels_for(xp).hard_statistics(prob, label, keep, class_axis, norm)
+def hard_statistics(xp: Any, *args: Any) -> tuple[tuple[Array, Array, Array], Residual]:
+    """``((|x|, |y|, |x - y|), residual)`` of probabilities against an integer label;
+    arguments as :meth:`Generic.hard_statistics`."""
+    return kernels_for(xp).hard_statistics(*args)
 
 
-def hard_statistics_vjp(
-    xp: Any,
-    prob: Array,
-    label: Array,
-    keep: Any,
-    class_axis: int,
-    norm: float,
-    g_prob_card: Array,
-    g_diff_card: Array,
-    *,
-    residual: Residual = None,
-    overwrite: bool = False,
-) -> Array:
-    """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|)."""
-    return kernels_for(xp).hard_statistics_vjp(
-        prob, label, keep, class_axis, norm, g_prob_card, g_diff_card,
-        residual=residual, overwrite=overwrite,
-    )  # fmt: skip
+def hard_statistics_vjp(xp: Any, *args: Any, **options: Any) -> Array:
+    """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|);
+    arguments as :meth:`Generic.hard_statistics_vjp`."""
+    return kernels_for(xp).hard_statistics_vjp(*args, **options)
 
 
 def value_range(xp: Any, values: Array) -> tuple[Array, Array]:

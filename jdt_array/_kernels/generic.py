@@ -173,3 +173,42 @@ class Generic:
         """``(loss, d loss / d logits)``: the hand-derived gradient of ``loss_fn``
         (``hand_gradient(loss_fn)``) for libraries without autodiff."""
         return hand_gradient(loss_fn)(logits, label, **options)
+
+
+class HardL1(Generic):
+    """The base of native kernels whose hard-label statistics and gradient cover the
+    common case, the L1 norm with channels first (B, C, ...): they implement
+    ``hard_l1_statistics`` and ``hard_l1_vjp``, and every other case goes to the
+    generic code."""
+
+    def hard_statistics(self, prob, label, keep, class_axis, norm):
+        if norm != 1 or class_axis != 1:
+            return super().hard_statistics(prob, label, keep, class_axis, norm)
+        return self.hard_l1_statistics(prob, label, keep)
+
+    def hard_statistics_vjp(
+        self, prob, label, keep, class_axis, norm, g_prob_card, g_diff_card, *,
+        residual=None, overwrite=False,
+    ):  # fmt: skip
+        grads = (g_prob_card, g_diff_card)
+        if norm != 1 or class_axis != 1 or not self.hard_l1_vjp_applies(prob, *grads):
+            return super().hard_statistics_vjp(
+                prob, label, keep, class_axis, norm, *grads, residual=residual,
+                overwrite=overwrite,
+            )  # fmt: skip
+        return self.hard_l1_vjp(
+            prob, label, keep, *grads, residual=residual, overwrite=overwrite
+        )
+
+    def hard_l1_statistics(self, prob, label, keep):
+        """:meth:`hard_statistics` for norm 1 and channels first."""
+        raise NotImplementedError
+
+    def hard_l1_vjp(self, prob, label, keep, g_prob_card, g_diff_card, *, residual,
+                    overwrite):  # fmt: skip
+        """:meth:`hard_statistics_vjp` for norm 1 and channels first."""
+        raise NotImplementedError
+
+    def hard_l1_vjp_applies(self, prob, g_prob_card, g_diff_card) -> bool:
+        """Whether ``hard_l1_vjp`` may run on these arrays."""
+        return True

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .generic import Generic
+from .generic import HardL1
 from .numpy_threads import each_chunk
 
 
@@ -27,7 +27,7 @@ class _Residual(NamedTuple):
     label_prob: np.ndarray
 
 
-class NumPyKernels(Generic):
+class NumPyKernels(HardL1):
     counts_pairs_in_one_pass = True
 
     def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
@@ -89,9 +89,7 @@ class NumPyKernels(Generic):
         counts = np.bincount(code.ravel(), minlength=b * size)
         return counts.reshape(b, num_classes + 1, num_classes + 1).astype(np.int64)
 
-    def hard_statistics(self, prob, label, keep, class_axis, norm):
-        if norm != 1 or class_axis != 1:
-            return super().hard_statistics(prob, label, keep, class_axis, norm)
+    def hard_l1_statistics(self, prob, label, keep):
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         n = p.shape[2]
@@ -123,15 +121,8 @@ class NumPyKernels(Generic):
         # For the gradient: no second pass to find the rows and label probabilities.
         return (prob_card, counts, diff_card), _Residual(positions, p_label)
 
-    def hard_statistics_vjp(
-        self, prob, label, keep, class_axis, norm, g_prob_card, g_diff_card, *,
-        residual=None, overwrite=False,
-    ):  # fmt: skip
-        if norm != 1 or class_axis != 1:
-            return super().hard_statistics_vjp(
-                prob, label, keep, class_axis, norm, g_prob_card, g_diff_card,
-                residual=residual, overwrite=overwrite,
-            )  # fmt: skip
+    def hard_l1_vjp(self, prob, label, keep, g_prob_card, g_diff_card, *, residual,
+                    overwrite):  # fmt: skip
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         if residual is None:

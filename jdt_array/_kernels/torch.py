@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .generic import Generic
+from .generic import HardL1
 
 # The class blocks of an in-place gradient: the temporary is 1/_BLOCKS of the logits.
 _BLOCKS = 8
@@ -32,7 +32,7 @@ def autograd_value_and_grad(
     return loss.detach(), grad
 
 
-class TorchKernels(Generic):
+class TorchKernels(HardL1):
     counts_pairs_in_one_pass = True
 
     def value_and_grad(self, loss_fn, logits, label, options, *, hand_gradient):
@@ -86,9 +86,7 @@ class TorchKernels(Generic):
     def value_range(self, values: torch.Tensor):
         return torch.aminmax(values)  # one pass; amin alone is slow on int64 CPU tensors
 
-    def hard_statistics(self, prob, label, keep, class_axis, norm):
-        if norm != 1 or class_axis != 1:
-            return super().hard_statistics(prob, label, keep, class_axis, norm)
+    def hard_l1_statistics(self, prob, label, keep):
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         index, weight = _index_and_weight(label, keep, b, p.dtype)
@@ -107,19 +105,15 @@ class TorchKernels(Generic):
         residual = None if torch.compiler.is_compiling() else p_label
         return (prob_card, counts, diff_card), residual
 
-    def hard_statistics_vjp(
-        self, prob, label, keep, class_axis, norm, g_prob_card, g_diff_card, *,
-        residual=None, overwrite=False,
-    ):  # fmt: skip
-        differentiable = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (prob, g_prob_card, g_diff_card)
+    def hard_l1_vjp_applies(self, prob, g_prob_card, g_diff_card):
+        # A gradient to differentiate goes to the generic code, which is autograd-safe.
+        return not (
+            torch.is_grad_enabled()
+            and any(t.requires_grad for t in (prob, g_prob_card, g_diff_card))
         )
-        if norm != 1 or class_axis != 1 or differentiable:
-            # (a gradient to differentiate: the generic code, autograd-safe)
-            return super().hard_statistics_vjp(
-                prob, label, keep, class_axis, norm, g_prob_card, g_diff_card,
-                residual=residual, overwrite=overwrite,
-            )  # fmt: skip
+
+    def hard_l1_vjp(self, prob, label, keep, g_prob_card, g_diff_card, *, residual,
+                    overwrite):  # fmt: skip
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
         index, weight = _index_and_weight(label, keep, b, p.dtype)

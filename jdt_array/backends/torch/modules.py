@@ -276,17 +276,3 @@ class LovaszHingeLoss(_SyncedLoss):
         return lovasz_hinge_loss(
             logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
         )
-
-
-__all__ = [
-    "CEJDTLoss",
-    "CrossEntropyLoss",
-    "DiceLoss",
-    "GeneralizedDiceLoss",
-    "JDTLoss",
-    "JaccardLoss",
-    "KLDivLoss",
-    "LovaszHingeLoss",
-    "LovaszSoftmaxLoss",
-    "TverskyLoss",
-]
