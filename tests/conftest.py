@@ -4,7 +4,7 @@ import os
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import pytest
-from backends import BACKENDS
+from _support.backends import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)

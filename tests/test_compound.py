@@ -2,17 +2,23 @@
 
 import numpy as np
 import pytest
-from backends import run
-from family_reference import (
+from _support.backends import run
+from _support.family_reference import (
     check_autodiff,
     cross_entropy_reference,
     generalized_dice_reference,
 )
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.reference import jdt_loss_reference, softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from reference import jdt_loss_reference, softmax
 
 import jdt_array
 

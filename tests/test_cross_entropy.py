@@ -3,13 +3,23 @@ backend, and against PyTorch's own implementations."""
 
 import numpy as np
 import pytest
-from backends import run
-from family_reference import check_autodiff, cross_entropy_reference, kl_div_reference
+from _support.backends import run
+from _support.family_reference import (
+    check_autodiff,
+    cross_entropy_reference,
+    kl_div_reference,
+)
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.reference import softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from reference import softmax
 
 import jdt_array
 

@@ -12,9 +12,15 @@ import threading
 
 import numpy as np
 import pytest
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
 from test_jdt import OPTION_SETS
 
 import jdt_array

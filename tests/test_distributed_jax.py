@@ -12,8 +12,14 @@ import sys
 
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from replica_processes import run_with_cpu_devices, shard_map_of
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.replicas import run_with_cpu_devices, shard_map_of
 
 DEVICES = 4
 SHAPE = (2 * DEVICES, 4, 5, 6)  # global batch: two images per device

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 import pytest
-from inputs import IGNORE
-from metrics_reference import fine_grained_reference
-from replica_processes import init_gloo, run_torch_ranks, run_with_cpu_devices, shard_map_of
+from _support.inputs import IGNORE
+from _support.metrics_reference import fine_grained_reference
+from _support.replicas import init_gloo, run_torch_ranks, run_with_cpu_devices, shard_map_of
 from test_distributed_core import Replicas
 from test_metrics import as_backend_float, assert_matches, make_label, make_prob
 

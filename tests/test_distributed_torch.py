@@ -9,8 +9,14 @@ import os
 
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from replica_processes import init_gloo, run_torch_ranks
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.replicas import init_gloo, run_torch_ranks
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")

@@ -3,17 +3,23 @@ properties of the Lovasz extension (tight on vertices, piecewise linear, convex)
 
 import numpy as np
 import pytest
-from backends import run
-from family_reference import (
+from _support.backends import run
+from _support.family_reference import (
     check_autodiff,
     jaccard_set_loss,
     lovasz_hinge_reference,
     lovasz_softmax_reference,
 )
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
 
 import jdt_array
 

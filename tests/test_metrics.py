@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _support.inputs import IGNORE
+from _support.metrics_reference import fine_grained_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inputs import IGNORE
-from metrics_reference import fine_grained_reference
 
 from jdt_array.metrics import FineGrainedMetrics, batch_statistics
 

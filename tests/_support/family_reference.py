@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from reference import softmax, to_channels_first
+
+from _support.reference import softmax, to_channels_first
 
 
 def jaccard_set_loss(mispredicted: np.ndarray, fg: np.ndarray) -> float:
