@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 from _support.family_reference import lovasz_hinge_reference, lovasz_softmax_reference
 from _support.inputs import IGNORE, make_hard_label, make_keep_mask, make_logits
-from _support.replicas import init_gloo, run_torch_ranks, run_with_cpu_devices, shard_map_of
+from _support.replicas import (
+    Replicas,
+    init_gloo,
+    run_torch_ranks,
+    run_with_cpu_devices,
+    shard_map_of,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_distributed_core import Replicas
 
 import jdt_array
 

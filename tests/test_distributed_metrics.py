@@ -14,10 +14,15 @@ import sys
 import numpy as np
 import pytest
 from _support.inputs import IGNORE
+from _support.metrics import as_backend_float, assert_matches, make_label, make_prob
 from _support.metrics_reference import fine_grained_reference
-from _support.replicas import init_gloo, run_torch_ranks, run_with_cpu_devices, shard_map_of
-from test_distributed_core import Replicas
-from test_metrics import as_backend_float, assert_matches, make_label, make_prob
+from _support.replicas import (
+    Replicas,
+    init_gloo,
+    run_torch_ranks,
+    run_with_cpu_devices,
+    shard_map_of,
+)
 
 from jdt_array.metrics import BatchStatistics, FineGrainedMetrics, batch_statistics
 

@@ -11,7 +11,7 @@ from _support.inputs import (
     make_logits,
     make_soft_label,
 )
-from test_jdt import OPTION_SETS
+from _support.options import OPTION_SETS
 
 import jdt_array
 from jdt_array.grad import hand_gradient

@@ -1,19 +1,62 @@
-"""Harness of the distributed tests: ``torch.distributed`` ranks as spawned processes
-talking over gloo on this machine, and a script run under JAX with several forced CPU
-devices. Both write their results to files that the tests then compare; both stop
-every process they start, also on failure or timeout.
+"""Harness of the distributed tests: threads standing for data-parallel replicas in
+this process, ``torch.distributed`` ranks as spawned processes talking over gloo on
+this machine, and a script run under JAX with several forced CPU devices. The
+processes write their results to files that the tests then compare; the harness stops
+every process it starts, also on failure or timeout.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import operator
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+
+class Replicas:
+    """``n`` threads standing for data-parallel replicas, with an all-reduce (sum)."""
+
+    def __init__(self, n):
+        self.barrier = threading.Barrier(n, timeout=30)
+        self.slots = [None] * n
+
+    def reduce_for(self, rank):
+        def reduce(value):
+            self.slots[rank] = value
+            self.barrier.wait()
+            # The same order on every replica, so every replica gets the same sum.
+            total = functools.reduce(operator.add, self.slots)
+            self.barrier.wait()
+            return total
+
+        return reduce
+
+    def run(self, fn, parts):
+        """``fn(part, reduce)`` on every replica; the results in replica order."""
+        results, errors = [None] * len(parts), []
+
+        def work(rank):
+            try:
+                results[rank] = fn(parts[rank], self.reduce_for(rank))
+            except BaseException as error:
+                errors.append(error)
+                self.barrier.abort()
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in range(len(parts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
 
 
 def init_gloo(rank: int, rendezvous: str, world: int, timeout_s: float) -> None:
