@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import operator
 import os
 import subprocess
@@ -17,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -59,6 +61,28 @@ class Replicas:
         return results
 
 
+def save_results(results: dict, path) -> None:
+    """``results`` in ``path``: arrays by name in an ``.npz``, plain data in a ``.json``."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        np.savez(path, **results)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(results))
+    else:
+        raise ValueError(f"results go to an .npz or a .json file, not {path.name}")
+
+
+def load_results(path) -> dict:
+    """What ``save_results`` saved in ``path``."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return dict(np.load(path))
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- torch.distributed
+
+
 def init_gloo(rank: int, rendezvous: str, world: int, timeout_s: float) -> None:
     """Join the default process group of ``world`` ranks (in a worker process)."""
     import torch
@@ -71,18 +95,34 @@ def init_gloo(rank: int, rendezvous: str, world: int, timeout_s: float) -> None:
     )  # fmt: skip
 
 
-def run_torch_ranks(worker, out_dir: Path, *, world: int, timeout_s: float) -> None:
-    """``worker(rank, rendezvous_file, out_dir)`` in ``world`` spawned processes.
+def _rank_process(rank, compute, rendezvous, out_dir, world, timeout_s, suffix):
+    """One rank: join the group, save ``compute(rank)`` as ``rank<r><suffix>``, leave."""
+    import torch.distributed as dist
 
-    Skips the test without ``torch.distributed``; fails it if a process fails
+    init_gloo(rank, rendezvous, world, timeout_s)
+    try:
+        save_results(compute(rank), Path(out_dir) / f"rank{rank}{suffix}")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_torch_ranks(
+    compute, out_dir: Path, *, world: int, timeout_s: float, suffix: str = ".npz"
+) -> list[dict]:
+    """``compute(rank)`` in ``world`` spawned processes that joined one gloo group.
+
+    ``compute`` is a module-level function (the processes import it) that returns the
+    rank's results for ``save_results``; they come back as one dict per rank, in rank
+    order. Skips the test without ``torch.distributed``; fails it if a process fails
     (``join`` raises) or they outlive ``timeout_s``.
     """
     if not pytest.importorskip("torch.distributed").is_available():
         pytest.skip("torch.distributed is not available")
     mp = pytest.importorskip("torch.multiprocessing")
+    rendezvous = str(out_dir / "rendezvous")
     context = mp.start_processes(
-        worker, args=(str(out_dir / "rendezvous"), str(out_dir)), nprocs=world,
-        join=False, start_method="spawn",
+        _rank_process, args=(compute, rendezvous, str(out_dir), world, timeout_s, suffix),
+        nprocs=world, join=False, start_method="spawn",
     )  # fmt: skip
     deadline = time.monotonic() + timeout_s
     try:
@@ -94,15 +134,25 @@ def run_torch_ranks(worker, out_dir: Path, *, world: int, timeout_s: float) -> N
             if process.is_alive():
                 process.kill()
             process.join()
+    return [load_results(out_dir / f"rank{r}{suffix}") for r in range(world)]
 
 
-def run_with_cpu_devices(script: str, out: Path, *, devices: int, timeout_s: float) -> None:
-    """``python script out`` with JAX on ``devices`` forced CPU devices, in float64.
+# ---------------------------------------------------------------- JAX devices
 
-    XLA fixes the number of devices when JAX starts, and other test modules start it
-    first in this process, hence the subprocess.
+
+def run_with_cpu_devices(
+    script: str, out_dir: Path, *, devices: int, timeout_s: float, suffix: str = ".npz"
+) -> dict:
+    """The results that ``python script <out_dir>/results<suffix>`` saved, run with JAX
+    on ``devices`` forced CPU devices, in float64.
+
+    ``script`` is a test module whose ``__main__`` block saves its results there with
+    ``save_results(..., sys.argv[1])``. XLA fixes the number of devices when JAX
+    starts, and other test modules start it first in this process, hence the
+    subprocess.
     """
     pytest.importorskip("jax")
+    out = out_dir / f"results{suffix}"
     env = dict(
         os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
         XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
@@ -113,6 +163,16 @@ def run_with_cpu_devices(script: str, out: Path, *, devices: int, timeout_s: flo
         timeout=timeout_s, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
+    return load_results(out)
+
+
+def batch_mesh(jax, devices: int):
+    """The one-axis mesh ``("batch",)`` over this process's JAX devices, which must be
+    the ``devices`` that ``run_with_cpu_devices`` asked for."""
+    from jax.sharding import Mesh
+
+    assert jax.device_count() == devices, jax.devices()
+    return Mesh(np.array(jax.devices()), ("batch",))
 
 
 def shard_map_of(jax):
