@@ -1,4 +1,8 @@
-"""jdt_loss and its named forms against the float64 formulas, on every backend."""
+"""jdt_loss and its named forms against the float64 formulas, on every backend.
+
+What it shares with the rest of the family (its result lives with the logits) is
+tested in test_loss_family.py.
+"""
 
 import numpy as np
 import pytest
@@ -135,16 +139,3 @@ def test_nothing_active_gives_zero(backend):
         backend, 0.0, logits, label, ignore_index=IGNORE, mIoUD=1.0, mIoUI=1.0, mIoUC=1.0
     )
     assert np.isfinite(backend.to_numpy(loss))
-
-
-def test_result_lives_with_logits(backend):
-    rng = np.random.default_rng(8)
-    logits = backend.asarray(make_logits(rng, SHAPE))
-    label = backend.asarray(make_hard_label(rng, SHAPE))
-    loss = backend.call(jdt_array.jdt_loss, logits, label)
-    from array_api_compat import array_namespace, device
-
-    assert not isinstance(loss, (float, np.generic))  # a 0-d array, not a scalar
-    assert array_namespace(loss) is array_namespace(logits)
-    assert device(loss) == device(logits)
-    assert loss.dtype == logits.dtype

@@ -1,5 +1,9 @@
 """Lovasz-Softmax and Lovasz hinge against their definition, on every backend, and the
-properties of the Lovasz extension (tight on vertices, piecewise linear, convex)."""
+properties of the Lovasz extension (tight on vertices, piecewise linear, convex).
+
+What they share with the rest of the family (result with the logits, half precision,
+zero gradient where nothing is kept) is tested in test_loss_family.py.
+"""
 
 import numpy as np
 import pytest
@@ -103,31 +107,6 @@ def test_image_with_nothing_kept_counts_as_zero_per_image(backend):
     rest = lovasz_softmax_reference(logits[1:], label[1:], **options)
     expected = rest * (SHAPE[0] - 1) / SHAPE[0]
     run(backend, jdt_array.lovasz_softmax_loss, [logits, label], expected, **options)
-
-
-def test_result_lives_with_logits(backend):
-    rng = np.random.default_rng(6)
-    logits = backend.asarray(make_logits(rng, SHAPE))
-    label = backend.asarray(make_hard_label(rng, SHAPE))
-    from array_api_compat import array_namespace, device
-
-    for loss in (
-        backend.call(jdt_array.lovasz_softmax_loss, logits, label),
-        backend.call(jdt_array.lovasz_hinge_loss, logits[:, 0, ...], label % 2),
-    ):
-        assert array_namespace(loss) is array_namespace(logits)
-        assert device(loss) == device(logits)
-        assert loss.dtype == logits.dtype
-
-
-def test_half_precision_accumulates_in_float32():
-    rng = np.random.default_rng(7)
-    logits = make_logits(rng, SHAPE)
-    label = make_hard_label(rng, SHAPE)
-    loss = jdt_array.lovasz_softmax_loss(logits.astype(np.float16), label)
-    assert loss.dtype == np.float32
-    expected = lovasz_softmax_reference(logits.astype(np.float16), label)
-    np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- properties
@@ -236,19 +215,6 @@ def test_hinge_gradient_matches_finite_differences():
     rng = np.random.default_rng(9)
     logits, label = binary_inputs(rng, (2, 4, 4), ignore_fraction=0.2)
     check_autodiff(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
-
-
-def test_gradient_is_zero_when_nothing_is_kept():
-    jax = pytest.importorskip("jax")
-    jnp = jax.numpy
-    logits = jnp.asarray(make_logits(np.random.default_rng(10), SHAPE))
-    label = jnp.full((SHAPE[0], *SHAPE[2:]), IGNORE)
-    for fn, x in (
-        (jdt_array.lovasz_softmax_loss, logits),
-        (jdt_array.lovasz_hinge_loss, logits[:, 0]),
-    ):
-        grad = jax.jit(jax.grad(lambda v, f=fn: f(v, label, ignore_index=IGNORE)))(x)
-        assert np.all(np.asarray(grad) == 0)
 
 
 # ---------------------------------------------------------------- bad input
