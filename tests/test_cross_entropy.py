@@ -8,11 +8,8 @@ zero gradient where nothing is kept) is tested in test_loss_family.py.
 import numpy as np
 import pytest
 from _support.backends import run
-from _support.family_reference import (
-    check_autodiff,
-    cross_entropy_reference,
-    kl_div_reference,
-)
+from _support.family_reference import cross_entropy_reference, kl_div_reference
+from _support.gradients import check_autodiff, check_hand_gradient
 from _support.inputs import (
     IGNORE,
     make_hard_label,
@@ -163,24 +160,48 @@ def test_soft_cross_entropy_is_kl_plus_label_entropy(logits, seed):
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
-def test_cross_entropy_gradient_matches_finite_differences(gamma):
+def cross_entropy_gradient_inputs():
+    """Logits, a hard label with ignored pixels, a soft label."""
     rng = np.random.default_rng(9)
     shape = (2, 3, 3, 2)
     logits = make_logits(rng, shape)
     label = make_hard_label(rng, shape, ignore_fraction=0.2)
-    check_autodiff(jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma)
-    soft = make_soft_label(rng, shape)
-    check_autodiff(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+    return logits, label, make_soft_label(rng, shape)
 
 
-def test_kl_div_gradient_matches_finite_differences():
+def kl_div_gradient_inputs():
     rng = np.random.default_rng(10)
     shape = (2, 3, 2, 3)
     logits = make_logits(rng, shape)
     target = make_soft_label(rng, shape)
     target[0, :, 0, 0] = [0.0, 1.0, 0.0]
+    return logits, target
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_cross_entropy_autodiff_gradient_matches_finite_differences(gamma):
+    logits, label, soft = cross_entropy_gradient_inputs()
+    check_autodiff(jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma)
+    check_autodiff(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_cross_entropy_hand_gradient_matches_finite_differences(gamma):
+    logits, label, soft = cross_entropy_gradient_inputs()
+    check_hand_gradient(
+        jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma
+    )
+    check_hand_gradient(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+
+
+def test_kl_div_autodiff_gradient_matches_finite_differences():
+    logits, target = kl_div_gradient_inputs()
     check_autodiff(jdt_array.kl_div, logits, target, temperature=2.0)
+
+
+def test_kl_div_hand_gradient_matches_finite_differences():
+    logits, target = kl_div_gradient_inputs()
+    check_hand_gradient(jdt_array.kl_div, logits, target, temperature=2.0)
 
 
 # ---------------------------------------------------------------- bad input

@@ -66,7 +66,7 @@ def test_hand_gradient_matches_autodiff(hard, options):
     [{}, {"norm": 2, "mIoUI": 1.0}, {"gamma": 2.0, "log_loss": True, "mIoUC": 1.0},
      {"class_agnostic": True, "class_weights": [1.0, 2.0, 0.5, 1.0]}],
 )  # fmt: skip
-def test_gradient_matches_finite_differences(hard, options):
+def test_hand_gradient_matches_finite_differences(hard, options):
     logits, label, extra = inputs(1, hard, shape=(2, 4, 3, 3))
     options = {**options, **extra}
     _, grad = numpy_grad(logits, label, **options)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from _support.backends import run
 from _support.family_reference import (
-    check_autodiff,
     jaccard_set_loss,
     lovasz_hinge_reference,
     lovasz_softmax_reference,
 )
+from _support.gradients import check_autodiff, check_hand_gradient
 from _support.inputs import (
     IGNORE,
     make_hard_label,
@@ -195,12 +195,20 @@ def test_extension_is_convex(case, t):
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
-def test_softmax_gradient_matches_finite_differences(per_image):
+def softmax_gradient_inputs():
     rng = np.random.default_rng(8)
     shape = (2, 3, 3, 4)
     logits = make_logits(rng, shape)
-    label = make_hard_label(rng, shape, ignore_fraction=0.2)
+    return logits, make_hard_label(rng, shape, ignore_fraction=0.2)
+
+
+def hinge_gradient_inputs():
+    return binary_inputs(np.random.default_rng(9), (2, 4, 4), ignore_fraction=0.2)
+
+
+@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
+def test_softmax_autodiff_gradient_matches_finite_differences(per_image):
+    logits, label = softmax_gradient_inputs()
     check_autodiff(
         jdt_array.lovasz_softmax_loss,
         logits,
@@ -211,10 +219,27 @@ def test_softmax_gradient_matches_finite_differences(per_image):
     )
 
 
-def test_hinge_gradient_matches_finite_differences():
-    rng = np.random.default_rng(9)
-    logits, label = binary_inputs(rng, (2, 4, 4), ignore_fraction=0.2)
+@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
+def test_softmax_hand_gradient_matches_finite_differences(per_image):
+    logits, label = softmax_gradient_inputs()
+    check_hand_gradient(
+        jdt_array.lovasz_softmax_loss,
+        logits,
+        label,
+        per_image=per_image,
+        ignore_index=IGNORE,
+        classes="all",
+    )
+
+
+def test_hinge_autodiff_gradient_matches_finite_differences():
+    logits, label = hinge_gradient_inputs()
     check_autodiff(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
+
+
+def test_hinge_hand_gradient_matches_finite_differences():
+    logits, label = hinge_gradient_inputs()
+    check_hand_gradient(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
 
 
 # ---------------------------------------------------------------- bad input
