@@ -2,17 +2,20 @@
 
 import numpy as np
 import pytest
-from backends import run
-from family_reference import (
-    check_autodiff,
-    cross_entropy_reference,
-    generalized_dice_reference,
+from _support.backends import run
+from _support.family_reference import cross_entropy_reference, generalized_dice_reference
+from _support.gradients import check_autodiff, check_hand_gradient
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
 )
+from _support.reference import jdt_loss_reference, softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from reference import jdt_loss_reference, softmax
 
 import jdt_array
 
@@ -156,19 +159,32 @@ def test_generalized_dice_with_equal_volumes_is_the_pooled_dice(case, per_image)
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
-def test_gradients_match_finite_differences(hard):
+def gradient_inputs(hard):
     rng = np.random.default_rng(4)
     shape = (2, 3, 3, 2)
     logits = make_logits(rng, shape)
     if hard:
         label = make_hard_label(rng, shape, absent=(1,), ignore_fraction=0.2)
-        options = {"ignore_index": IGNORE}
-    else:
-        label, options = make_soft_label(rng, shape), {}
+        return logits, label, {"ignore_index": IGNORE}
+    return logits, make_soft_label(rng, shape), {}
+
+
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
+def test_autodiff_gradients_match_finite_differences(hard):
+    logits, label, options = gradient_inputs(hard)
     check_autodiff(jdt_array.ce_jdt_loss, logits, label, mIoUI=1.0, **options)
     check_autodiff(jdt_array.generalized_dice_loss, logits, label, **options)
     check_autodiff(
+        jdt_array.generalized_dice_loss, logits, label, per_image=True, **options
+    )
+
+
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
+def test_hand_gradients_match_finite_differences(hard):
+    logits, label, options = gradient_inputs(hard)
+    check_hand_gradient(jdt_array.ce_jdt_loss, logits, label, mIoUI=1.0, **options)
+    check_hand_gradient(jdt_array.generalized_dice_loss, logits, label, **options)
+    check_hand_gradient(
         jdt_array.generalized_dice_loss, logits, label, per_image=True, **options
     )
 

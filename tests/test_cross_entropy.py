@@ -1,15 +1,26 @@
 """cross_entropy (with the focal variant) and kl_div against the float64 formulas on every
-backend, and against PyTorch's own implementations."""
+backend, and against PyTorch's own implementations.
+
+What they share with the rest of the family (result with the logits, half precision,
+zero gradient where nothing is kept) is tested in test_loss_family.py.
+"""
 
 import numpy as np
 import pytest
-from backends import run
-from family_reference import check_autodiff, cross_entropy_reference, kl_div_reference
+from _support.backends import run
+from _support.family_reference import cross_entropy_reference, kl_div_reference
+from _support.gradients import check_autodiff, check_hand_gradient
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.reference import softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from reference import softmax
 
 import jdt_array
 
@@ -111,31 +122,6 @@ def test_focal_loss_of_one_hot_soft_label_equals_hard_label(backend):
     run(backend, jdt_array.cross_entropy, [logits, one_hot], expected, gamma=2.0)
 
 
-def test_half_precision_accumulates_in_float32():
-    rng = np.random.default_rng(7)
-    logits = make_logits(rng, SHAPE).astype(np.float16)
-    label = make_hard_label(rng, SHAPE)
-    loss = jdt_array.cross_entropy(logits, label)
-    assert loss.dtype == np.float32
-    np.testing.assert_allclose(loss, cross_entropy_reference(logits, label), rtol=1e-5)
-
-
-def test_result_lives_with_logits(backend):
-    rng = np.random.default_rng(8)
-    logits = backend.asarray(make_logits(rng, SHAPE))
-    label = backend.asarray(make_hard_label(rng, SHAPE))
-    target = backend.asarray(make_soft_label(rng, SHAPE))
-    from array_api_compat import array_namespace, device
-
-    for loss in (
-        backend.call(jdt_array.cross_entropy, logits, label),
-        backend.call(jdt_array.kl_div, logits, target),
-    ):
-        assert array_namespace(loss) is array_namespace(logits)
-        assert device(loss) == device(logits)
-        assert loss.dtype == logits.dtype
-
-
 # ---------------------------------------------------------------- properties
 
 LOGITS = arrays(
@@ -174,35 +160,48 @@ def test_soft_cross_entropy_is_kl_plus_label_entropy(logits, seed):
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
-def test_cross_entropy_gradient_matches_finite_differences(gamma):
+def cross_entropy_gradient_inputs():
+    """Logits, a hard label with ignored pixels, a soft label."""
     rng = np.random.default_rng(9)
     shape = (2, 3, 3, 2)
     logits = make_logits(rng, shape)
     label = make_hard_label(rng, shape, ignore_fraction=0.2)
-    check_autodiff(jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma)
-    soft = make_soft_label(rng, shape)
-    check_autodiff(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+    return logits, label, make_soft_label(rng, shape)
 
 
-def test_kl_div_gradient_matches_finite_differences():
+def kl_div_gradient_inputs():
     rng = np.random.default_rng(10)
     shape = (2, 3, 2, 3)
     logits = make_logits(rng, shape)
     target = make_soft_label(rng, shape)
     target[0, :, 0, 0] = [0.0, 1.0, 0.0]
+    return logits, target
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_cross_entropy_autodiff_gradient_matches_finite_differences(gamma):
+    logits, label, soft = cross_entropy_gradient_inputs()
+    check_autodiff(jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma)
+    check_autodiff(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_cross_entropy_hand_gradient_matches_finite_differences(gamma):
+    logits, label, soft = cross_entropy_gradient_inputs()
+    check_hand_gradient(
+        jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma
+    )
+    check_hand_gradient(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+
+
+def test_kl_div_autodiff_gradient_matches_finite_differences():
+    logits, target = kl_div_gradient_inputs()
     check_autodiff(jdt_array.kl_div, logits, target, temperature=2.0)
 
 
-def test_gradient_is_zero_when_nothing_is_kept():
-    jax = pytest.importorskip("jax")
-    jnp = jax.numpy
-    logits = jnp.asarray(make_logits(np.random.default_rng(11), SHAPE))
-    label = jnp.full((SHAPE[0], *SHAPE[2:]), IGNORE)
-    grad = jax.jit(
-        jax.grad(lambda v: jdt_array.cross_entropy(v, label, ignore_index=IGNORE))
-    )
-    assert np.all(np.asarray(grad(logits)) == 0)
+def test_kl_div_hand_gradient_matches_finite_differences():
+    logits, target = kl_div_gradient_inputs()
+    check_hand_gradient(jdt_array.kl_div, logits, target, temperature=2.0)
 
 
 # ---------------------------------------------------------------- bad input

@@ -5,61 +5,26 @@ The framework collectives are tested in test_distributed_torch.py (gloo processe
 and test_distributed_jax.py (shard_map over CPU devices).
 """
 
-import functools
 import itertools
-import operator
-import threading
 
 import numpy as np
 import pytest
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.options import OPTION_SETS
+from _support.replicas import Replicas
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from test_jdt import OPTION_SETS
 
 import jdt_array
 from jdt_array.jdt import jdt_value_and_grad
 
 SHAPE = (7, 4, 5, 6)
-
-
-class Replicas:
-    """``n`` threads standing for data-parallel replicas, with an all-reduce (sum)."""
-
-    def __init__(self, n):
-        self.barrier = threading.Barrier(n, timeout=30)
-        self.slots = [None] * n
-
-    def reduce_for(self, rank):
-        def reduce(value):
-            self.slots[rank] = value
-            self.barrier.wait()
-            # The same order on every replica, so every replica gets the same sum.
-            total = functools.reduce(operator.add, self.slots)
-            self.barrier.wait()
-            return total
-
-        return reduce
-
-    def run(self, fn, parts):
-        """``fn(part, reduce)`` on every replica; the results in replica order."""
-        results, errors = [None] * len(parts), []
-
-        def work(rank):
-            try:
-                results[rank] = fn(parts[rank], self.reduce_for(rank))
-            except BaseException as error:
-                errors.append(error)
-                self.barrier.abort()
-
-        threads = [threading.Thread(target=work, args=(r,)) for r in range(len(parts))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return results
 
 
 def problem(seed, hard):

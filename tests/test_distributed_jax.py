@@ -12,8 +12,14 @@ import sys
 
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from replica_processes import run_with_cpu_devices, shard_map_of
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.replicas import batch_mesh, run_with_cpu_devices, save_results, shard_map_of
 
 DEVICES = 4
 SHAPE = (2 * DEVICES, 4, 5, 6)  # global batch: two images per device
@@ -67,18 +73,16 @@ MODEL_LOSS = {"mIoUD": 1.0, "mIoUI": 0.5, "mIoUC": 0.5, "class_axis": -1}
 # ---------------------------------------------------------------- the subprocess
 
 
-def run_devices(out_path):
-    """Every sharded computation and its single-device counterpart, saved to npz."""
+def device_results():
+    """Every sharded computation and its single-device counterpart."""
     import jax
-    from jax.sharding import Mesh
     from jax.sharding import PartitionSpec as P
 
     import jdt_array
     from jdt_array.backends import jax as jj
 
-    assert jax.device_count() == DEVICES, jax.devices()
     shard_map = shard_map_of(jax)
-    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    mesh = batch_mesh(jax, DEVICES)
     batch = P("batch")
 
     def sharded(fn, out_specs, in_specs=(batch, batch, batch)):
@@ -144,11 +148,11 @@ def run_devices(out_path):
     found["pmap"] = {key: value[0] for key, value in pmapped.items()}
     for transform, grads in found.items():
         results.update({f"params/{transform}/{key}": v for key, v in grads.items()})
-    np.savez(out_path, **{k: np.asarray(v) for k, v in results.items()})
+    return {k: np.asarray(v) for k, v in results.items()}
 
 
 if __name__ == "__main__":
-    run_devices(sys.argv[1])
+    save_results(device_results(), sys.argv[1])
 
 
 # ---------------------------------------------------------------- the tests
@@ -156,9 +160,8 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
-    out = tmp_path_factory.mktemp("devices") / "results.npz"
-    run_with_cpu_devices(__file__, out, devices=DEVICES, timeout_s=TIMEOUT_S)
-    return dict(np.load(out))
+    out = tmp_path_factory.mktemp("devices")
+    return run_with_cpu_devices(__file__, out, devices=DEVICES, timeout_s=TIMEOUT_S)
 
 
 @pytest.mark.parametrize("form", FORMS)

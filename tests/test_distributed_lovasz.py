@@ -6,17 +6,22 @@ of one pass over the global batch; the pooled loss refuses to be synchronised.
 
 import functools
 import itertools
-import os
 import sys
 
 import numpy as np
 import pytest
-from family_reference import lovasz_hinge_reference, lovasz_softmax_reference
+from _support.family_reference import lovasz_hinge_reference, lovasz_softmax_reference
+from _support.inputs import IGNORE, make_hard_label, make_keep_mask, make_logits
+from _support.replicas import (
+    Replicas,
+    batch_mesh,
+    run_torch_ranks,
+    run_with_cpu_devices,
+    save_results,
+    shard_map_of,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits
-from replica_processes import init_gloo, run_torch_ranks, run_with_cpu_devices, shard_map_of
-from test_distributed_core import Replicas
 
 import jdt_array
 
@@ -180,44 +185,38 @@ def train_step(model, image, label, loss_fn):
     optimizer.step()
 
 
-def worker(rank, rendezvous, out_dir):
+def rank_results(rank):
+    """What one of the two processes computes, in the gloo group of both."""
     import torch
     import torch.distributed as dist
 
     from jdt_array.backends import torch as jt
 
-    init_gloo(rank, rendezvous, WORLD, TIMEOUT_S)
-    try:
-        mine = SHARDS[rank]
-        group = dist.new_group(list(range(WORLD)))  # an explicit process_group
-        results = {}
-        for name in CASES:
-            x, y, k, _ = tensors(name, mine)
-            group_of = group if name == "softmax" else None
-            loss = torch_loss(name, sync_stats=True, process_group=group_of)(
-                x, y, keep_mask=k
-            )
-            loss.backward()
-            results[f"{name}/loss"] = loss.item()
-            results[f"{name}/grad"] = x.grad.numpy()
-            results[f"{name}/unsynced"] = torch_loss(name)(x, y, keep_mask=k).item()
+    mine = SHARDS[rank]
+    group = dist.new_group(list(range(WORLD)))  # an explicit process_group
+    results = {}
+    for name in CASES:
+        x, y, k, _ = tensors(name, mine)
+        group_of = group if name == "softmax" else None
+        loss = torch_loss(name, sync_stats=True, process_group=group_of)(x, y, keep_mask=k)
+        loss.backward()
+        results[f"{name}/loss"] = loss.item()
+        results[f"{name}/grad"] = x.grad.numpy()
+        results[f"{name}/unsynced"] = torch_loss(name)(x, y, keep_mask=k).item()
 
-        model, image, label = model_and_data()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        loss_fn = jt.LovaszSoftmaxLoss(per_image=True, sync_stats=True)
-        train_step(ddp, image[mine], label[mine], loss_fn)
-        for key, value in ddp.module.state_dict().items():
-            results[f"ddp/{key}"] = value.numpy()
-        np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **results)
-    finally:
-        dist.destroy_process_group()
+    model, image, label = model_and_data()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    loss_fn = jt.LovaszSoftmaxLoss(per_image=True, sync_stats=True)
+    train_step(ddp, image[mine], label[mine], loss_fn)
+    for key, value in ddp.module.state_dict().items():
+        results[f"ddp/{key}"] = value.numpy()
+    return results
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("lovasz-ranks")
-    run_torch_ranks(worker, out, world=WORLD, timeout_s=TIMEOUT_S)
-    return [dict(np.load(out / f"rank{r}.npz")) for r in range(WORLD)]
+    return run_torch_ranks(rank_results, out, world=WORLD, timeout_s=TIMEOUT_S)
 
 
 def single_process(name):
@@ -292,16 +291,14 @@ JAX_SHAPE = (2 * DEVICES, 4, 5, 6)  # two images per device
 FORMS = ("core", "axis_name")  # jdt_array.lovasz_*(reduce=), backends.jax.lovasz_*
 
 
-def run_devices(out_path):
-    """Sharded values and gradients of every case and form, saved to npz."""
+def device_results():
+    """Sharded values and gradients of every case and form."""
     import jax
-    from jax.sharding import Mesh
     from jax.sharding import PartitionSpec as P
 
     from jdt_array.backends import jax as jj
 
-    assert jax.device_count() == DEVICES, jax.devices()
-    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    mesh = batch_mesh(jax, DEVICES)
     batch = P("batch")
 
     def sharded(fn, out_specs):
@@ -341,18 +338,17 @@ def run_devices(out_path):
         keep = np.ones(label.shape, dtype=bool) if keep is None else keep
         out = jax.jit(functools.partial(one_case, name))(logits, label, keep)
         results.update({f"{name}/{key}": np.asarray(v) for key, v in out.items()})
-    np.savez(out_path, **results)
+    return results
 
 
 if __name__ == "__main__":
-    run_devices(sys.argv[1])
+    save_results(device_results(), sys.argv[1])
 
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lovasz-devices") / "results.npz"
-    run_with_cpu_devices(__file__, out, devices=DEVICES, timeout_s=120)
-    return dict(np.load(out))
+    out = tmp_path_factory.mktemp("lovasz-devices")
+    return run_with_cpu_devices(__file__, out, devices=DEVICES, timeout_s=120)
 
 
 @pytest.mark.parametrize("form", FORMS)

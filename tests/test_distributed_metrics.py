@@ -7,17 +7,21 @@ over 4 CPU devices (``backends.jax.gather_statistics``).
 
 import dataclasses
 import functools
-import json
-import os
 import sys
 
 import numpy as np
 import pytest
-from inputs import IGNORE
-from metrics_reference import fine_grained_reference
-from replica_processes import init_gloo, run_torch_ranks, run_with_cpu_devices, shard_map_of
-from test_distributed_core import Replicas
-from test_metrics import as_backend_float, assert_matches, make_label, make_prob
+from _support.inputs import IGNORE
+from _support.metrics import as_backend_float, assert_matches, make_label, make_prob
+from _support.metrics_reference import fine_grained_reference
+from _support.replicas import (
+    Replicas,
+    batch_mesh,
+    run_torch_ranks,
+    run_with_cpu_devices,
+    save_results,
+    shard_map_of,
+)
 
 from jdt_array.metrics import BatchStatistics, FineGrainedMetrics, batch_statistics
 
@@ -210,34 +214,31 @@ def outcome(compute):
         return {"error": str(error)}
 
 
-def worker(rank, rendezvous, out_dir):
+def rank_results(rank):
+    """What one of the two processes computes, in the gloo group of both."""
     import torch.distributed as dist
 
     from jdt_array.backends.torch.metrics import sync_metrics
 
-    init_gloo(rank, rendezvous, WORLD, TIMEOUT_S)
-    try:
-        group = dist.new_group(list(range(WORLD)))  # an explicit process_group
-        results = {}
-        for case, (name, layout) in TORCH_CASES.items():
-            prob, label = torch_dataset(case)
-            local = FineGrainedMetrics(**OPTIONS[name])
-            for lo, hi in layout[rank]:
-                local.update(prob[lo:hi], label[lo:hi])
-            sync = {"process_group": group} if case == "uneven" else {}
-            results[case] = outcome(sync_metrics(local, **sync).compute)
-            results[f"{case}/local"] = outcome(local.compute)
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as file:
-            json.dump(results, file)
-    finally:
-        dist.destroy_process_group()
+    group = dist.new_group(list(range(WORLD)))  # an explicit process_group
+    results = {}
+    for case, (name, layout) in TORCH_CASES.items():
+        prob, label = torch_dataset(case)
+        local = FineGrainedMetrics(**OPTIONS[name])
+        for lo, hi in layout[rank]:
+            local.update(prob[lo:hi], label[lo:hi])
+        sync = {"process_group": group} if case == "uneven" else {}
+        results[case] = outcome(sync_metrics(local, **sync).compute)
+        results[f"{case}/local"] = outcome(local.compute)
+    return results
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("metric-ranks")
-    run_torch_ranks(worker, out, world=WORLD, timeout_s=TIMEOUT_S)
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return run_torch_ranks(
+        rank_results, out, world=WORLD, timeout_s=TIMEOUT_S, suffix=".json"
+    )
 
 
 @pytest.mark.parametrize("case", ["uneven", "one-empty"])
@@ -294,16 +295,14 @@ DEVICES = 4
 STEPS = 2  # evaluation batches of 2 images per device
 
 
-def run_devices(out_path):
+def device_results():
     """Metrics from the statistics gathered inside shard_map and pmap."""
     import jax
-    from jax.sharding import Mesh
     from jax.sharding import PartitionSpec as P
 
     from jdt_array.backends import jax as jj
 
-    assert jax.device_count() == DEVICES, jax.devices()
-    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    mesh = batch_mesh(jax, DEVICES)
     results = {}
     for name, options in OPTIONS.items():
         prob, label = dataset(name, images=STEPS * 2 * DEVICES)
@@ -332,19 +331,19 @@ def run_devices(out_path):
             for x, y in zip(*batches, strict=True):
                 synced.update_statistics(fn(x, y))
             results[f"{name}/{transform}"] = synced.compute()
-    with open(out_path, "w") as file:
-        json.dump(results, file)
+    return results
 
 
 if __name__ == "__main__":
-    run_devices(sys.argv[1])
+    save_results(device_results(), sys.argv[1])
 
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
-    out = tmp_path_factory.mktemp("metric-devices") / "results.json"
-    run_with_cpu_devices(__file__, out, devices=DEVICES, timeout_s=120)
-    return json.loads(out.read_text())
+    out = tmp_path_factory.mktemp("metric-devices")
+    return run_with_cpu_devices(
+        __file__, out, devices=DEVICES, timeout_s=120, suffix=".json"
+    )
 
 
 @pytest.mark.parametrize("transform", ["shard_map", "pmap"])

@@ -5,12 +5,16 @@ The two processes run every case once (a module fixture) and save their results;
 tests compare them with a single process on the global batch.
 """
 
-import os
-
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from replica_processes import init_gloo, run_torch_ranks
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.replicas import run_torch_ranks
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -90,45 +94,39 @@ def train_step(model, image, label, loss_fn):
     return loss.detach()
 
 
-def worker(rank, init_file, out_dir):
-    init_gloo(rank, init_file, WORLD, TIMEOUT_S)
-    try:
-        mine = slice(rank * SHAPE[0] // WORLD, (rank + 1) * SHAPE[0] // WORLD)
-        group = dist.new_group(list(range(WORLD)))  # an explicit process_group
-        results = {}
-        for name in CASES:
-            for backward in BACKWARDS:
-                x, y, k, options = tensors(name, mine)
-                sync = {"process_group": group} if name == "soft" else {}
-                loss = jt.jdt_loss(
-                    x, y, keep_mask=k, backward=backward, sync_stats=True, **sync, **options
-                )
-                loss.backward()
-                results[f"{name}/{backward}/loss"] = loss.item()
-                results[f"{name}/{backward}/grad"] = x.grad.numpy()
-            x, y, k, options = tensors(name, mine)
-            results[f"{name}/unsynced/loss"] = jt.jdt_loss(
-                x, y, keep_mask=k, **options
-            ).item()
-
+def rank_results(rank):
+    """What one of the two processes computes, in the gloo group of both."""
+    mine = slice(rank * SHAPE[0] // WORLD, (rank + 1) * SHAPE[0] // WORLD)
+    group = dist.new_group(list(range(WORLD)))  # an explicit process_group
+    results = {}
+    for name in CASES:
         for backward in BACKWARDS:
-            model, image, label = model_and_data()  # the same start for both
-            ddp = torch.nn.parallel.DistributedDataParallel(model)
-            loss_fn = jt.JDTLoss(sync_stats=True, backward=backward, **DDP_LOSS)
-            train_step(ddp, image[mine], label[mine], loss_fn)
-            for key, value in ddp.module.state_dict().items():
-                results[f"ddp/{backward}/{key}"] = value.numpy()
-        np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **results)
-    finally:
-        dist.destroy_process_group()
+            x, y, k, options = tensors(name, mine)
+            sync = {"process_group": group} if name == "soft" else {}
+            loss = jt.jdt_loss(
+                x, y, keep_mask=k, backward=backward, sync_stats=True, **sync, **options
+            )
+            loss.backward()
+            results[f"{name}/{backward}/loss"] = loss.item()
+            results[f"{name}/{backward}/grad"] = x.grad.numpy()
+        x, y, k, options = tensors(name, mine)
+        results[f"{name}/unsynced/loss"] = jt.jdt_loss(x, y, keep_mask=k, **options).item()
+
+    for backward in BACKWARDS:
+        model, image, label = model_and_data()  # the same start for both
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        loss_fn = jt.JDTLoss(sync_stats=True, backward=backward, **DDP_LOSS)
+        train_step(ddp, image[mine], label[mine], loss_fn)
+        for key, value in ddp.module.state_dict().items():
+            results[f"ddp/{backward}/{key}"] = value.numpy()
+    return results
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """The results of the two processes: one dict per rank."""
     out = tmp_path_factory.mktemp("distributed")
-    run_torch_ranks(worker, out, world=WORLD, timeout_s=TIMEOUT_S)
-    return [dict(np.load(out / f"rank{r}.npz")) for r in range(WORLD)]
+    return run_torch_ranks(rank_results, out, world=WORLD, timeout_s=TIMEOUT_S)
 
 
 def single_process(name):

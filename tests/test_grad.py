@@ -4,8 +4,14 @@ import functools
 
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from test_jdt import OPTION_SETS
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.options import OPTION_SETS
 
 import jdt_array
 from jdt_array.grad import hand_gradient
@@ -60,7 +66,7 @@ def test_hand_gradient_matches_autodiff(hard, options):
     [{}, {"norm": 2, "mIoUI": 1.0}, {"gamma": 2.0, "log_loss": True, "mIoUC": 1.0},
      {"class_agnostic": True, "class_weights": [1.0, 2.0, 0.5, 1.0]}],
 )  # fmt: skip
-def test_gradient_matches_finite_differences(hard, options):
+def test_hand_gradient_matches_finite_differences(hard, options):
     logits, label, extra = inputs(1, hard, shape=(2, 4, 3, 3))
     options = {**options, **extra}
     _, grad = numpy_grad(logits, label, **options)

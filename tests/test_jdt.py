@@ -1,32 +1,24 @@
-"""jdt_loss and its named forms against the float64 formulas, on every backend."""
+"""jdt_loss and its named forms against the float64 formulas, on every backend.
+
+What it shares with the rest of the family (its result lives with the logits) is
+tested in test_loss_family.py.
+"""
 
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from reference import jdt_loss_reference
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.options import OPTION_SETS
+from _support.reference import jdt_loss_reference
 
 import jdt_array
 
 SHAPE = (3, 4, 5, 6)
-
-OPTION_SETS = {
-    "defaults": {},
-    "dice": {"alpha": 0.5, "beta": 0.5},
-    "tversky": {"alpha": 0.3, "beta": 0.7},
-    "image-and-class": {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0},
-    "all-levels": {"mIoUD": 0.5, "mIoUI": 0.25, "mIoUC": 0.25},
-    "all-classes": {"active_classes_mode_hard": "ALL", "mIoUI": 1.0},
-    "soft-present": {"active_classes_mode_soft": "PRESENT", "threshold": 0.3, "mIoUC": 1.0},
-    "gamma": {"gamma": 2.5, "mIoUI": 1.0},
-    "log-loss": {"log_loss": True, "mIoUI": 0.5},
-    "l2": {"norm": 2, "mIoUC": 1.0},
-    "l3-soft-all": {"norm": 3, "active_classes_mode_hard": "ALL"},
-    "no-smooth": {"smooth": 0.0, "mIoUI": 1.0},
-    "weights": {"class_weights": [0.5, 1.0, 2.0, 0.25], "mIoUI": 1.0, "mIoUC": 1.0},
-    "agnostic": {"class_agnostic": True, "mIoUI": 1.0},
-    "agnostic-weighted": {"class_agnostic": True, "class_weights": [1.0, 2.0, 3.0, 4.0]},
-    "threshold-high": {"threshold": 1.0, "mIoUI": 1.0},
-}
 
 
 def check(backend, expected, logits, label, **options):
@@ -147,16 +139,3 @@ def test_nothing_active_gives_zero(backend):
         backend, 0.0, logits, label, ignore_index=IGNORE, mIoUD=1.0, mIoUI=1.0, mIoUC=1.0
     )
     assert np.isfinite(backend.to_numpy(loss))
-
-
-def test_result_lives_with_logits(backend):
-    rng = np.random.default_rng(8)
-    logits = backend.asarray(make_logits(rng, SHAPE))
-    label = backend.asarray(make_hard_label(rng, SHAPE))
-    loss = backend.call(jdt_array.jdt_loss, logits, label)
-    from array_api_compat import array_namespace, device
-
-    assert not isinstance(loss, (float, np.generic))  # a 0-d array, not a scalar
-    assert array_namespace(loss) is array_namespace(logits)
-    assert device(loss) == device(logits)
-    assert loss.dtype == logits.dtype

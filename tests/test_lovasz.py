@@ -1,19 +1,29 @@
 """Lovasz-Softmax and Lovasz hinge against their definition, on every backend, and the
-properties of the Lovasz extension (tight on vertices, piecewise linear, convex)."""
+properties of the Lovasz extension (tight on vertices, piecewise linear, convex).
+
+What they share with the rest of the family (result with the logits, half precision,
+zero gradient where nothing is kept) is tested in test_loss_family.py.
+"""
 
 import numpy as np
 import pytest
-from backends import run
-from family_reference import (
-    check_autodiff,
+from _support.backends import run
+from _support.family_reference import (
     jaccard_set_loss,
     lovasz_hinge_reference,
     lovasz_softmax_reference,
 )
+from _support.gradients import check_autodiff, check_hand_gradient
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
 
 import jdt_array
 
@@ -97,31 +107,6 @@ def test_image_with_nothing_kept_counts_as_zero_per_image(backend):
     rest = lovasz_softmax_reference(logits[1:], label[1:], **options)
     expected = rest * (SHAPE[0] - 1) / SHAPE[0]
     run(backend, jdt_array.lovasz_softmax_loss, [logits, label], expected, **options)
-
-
-def test_result_lives_with_logits(backend):
-    rng = np.random.default_rng(6)
-    logits = backend.asarray(make_logits(rng, SHAPE))
-    label = backend.asarray(make_hard_label(rng, SHAPE))
-    from array_api_compat import array_namespace, device
-
-    for loss in (
-        backend.call(jdt_array.lovasz_softmax_loss, logits, label),
-        backend.call(jdt_array.lovasz_hinge_loss, logits[:, 0, ...], label % 2),
-    ):
-        assert array_namespace(loss) is array_namespace(logits)
-        assert device(loss) == device(logits)
-        assert loss.dtype == logits.dtype
-
-
-def test_half_precision_accumulates_in_float32():
-    rng = np.random.default_rng(7)
-    logits = make_logits(rng, SHAPE)
-    label = make_hard_label(rng, SHAPE)
-    loss = jdt_array.lovasz_softmax_loss(logits.astype(np.float16), label)
-    assert loss.dtype == np.float32
-    expected = lovasz_softmax_reference(logits.astype(np.float16), label)
-    np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- properties
@@ -210,12 +195,20 @@ def test_extension_is_convex(case, t):
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
-def test_softmax_gradient_matches_finite_differences(per_image):
+def softmax_gradient_inputs():
     rng = np.random.default_rng(8)
     shape = (2, 3, 3, 4)
     logits = make_logits(rng, shape)
-    label = make_hard_label(rng, shape, ignore_fraction=0.2)
+    return logits, make_hard_label(rng, shape, ignore_fraction=0.2)
+
+
+def hinge_gradient_inputs():
+    return binary_inputs(np.random.default_rng(9), (2, 4, 4), ignore_fraction=0.2)
+
+
+@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
+def test_softmax_autodiff_gradient_matches_finite_differences(per_image):
+    logits, label = softmax_gradient_inputs()
     check_autodiff(
         jdt_array.lovasz_softmax_loss,
         logits,
@@ -226,23 +219,27 @@ def test_softmax_gradient_matches_finite_differences(per_image):
     )
 
 
-def test_hinge_gradient_matches_finite_differences():
-    rng = np.random.default_rng(9)
-    logits, label = binary_inputs(rng, (2, 4, 4), ignore_fraction=0.2)
+@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
+def test_softmax_hand_gradient_matches_finite_differences(per_image):
+    logits, label = softmax_gradient_inputs()
+    check_hand_gradient(
+        jdt_array.lovasz_softmax_loss,
+        logits,
+        label,
+        per_image=per_image,
+        ignore_index=IGNORE,
+        classes="all",
+    )
+
+
+def test_hinge_autodiff_gradient_matches_finite_differences():
+    logits, label = hinge_gradient_inputs()
     check_autodiff(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
 
 
-def test_gradient_is_zero_when_nothing_is_kept():
-    jax = pytest.importorskip("jax")
-    jnp = jax.numpy
-    logits = jnp.asarray(make_logits(np.random.default_rng(10), SHAPE))
-    label = jnp.full((SHAPE[0], *SHAPE[2:]), IGNORE)
-    for fn, x in (
-        (jdt_array.lovasz_softmax_loss, logits),
-        (jdt_array.lovasz_hinge_loss, logits[:, 0]),
-    ):
-        grad = jax.jit(jax.grad(lambda v, f=fn: f(v, label, ignore_index=IGNORE)))(x)
-        assert np.all(np.asarray(grad) == 0)
+def test_hinge_hand_gradient_matches_finite_differences():
+    logits, label = hinge_gradient_inputs()
+    check_hand_gradient(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
 
 
 # ---------------------------------------------------------------- bad input

@@ -9,32 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _support.inputs import IGNORE
+from _support.metrics import as_backend_float, assert_matches, make_label, make_prob
+from _support.metrics_reference import fine_grained_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inputs import IGNORE
-from metrics_reference import fine_grained_reference
 
 from jdt_array.metrics import FineGrainedMetrics, batch_statistics
-
-CALIBRATION_KEYS = ("ECED", "ECEI", "SCED", "SCEI")
-
-
-def make_prob(rng, shape, *, class_axis=1, sharpness=2.0):
-    """Softmax probabilities of random scores."""
-    z = rng.normal(scale=sharpness, size=shape)
-    z = np.exp(z - z.max(axis=class_axis, keepdims=True))
-    return z / z.sum(axis=class_axis, keepdims=True)
-
-
-def make_label(rng, prob, *, class_axis=1, agree=0.6, ignore_fraction=0.0, absent=()):
-    """Labels that agree with the argmax on a fraction of pixels, so scores are not ~0."""
-    num_classes = prob.shape[class_axis]
-    pred = np.argmax(prob, axis=class_axis)
-    allowed = [c for c in range(num_classes) if c not in absent]
-    noise = rng.choice(allowed, size=pred.shape)
-    label = np.where(rng.random(pred.shape) < agree, pred, noise)
-    label = np.where(np.isin(label, absent), noise, label)
-    return np.where(rng.random(pred.shape) < ignore_fraction, IGNORE, label)
 
 
 def evaluate(backend, batches, *, class_axis=1, **options):
@@ -48,26 +29,6 @@ def evaluate(backend, batches, *, class_axis=1, **options):
         else:
             metrics.update(x, y, class_axis=class_axis)
     return metrics.compute()
-
-
-def as_backend_float(backend, x):
-    """``x`` rounded to the backend's float dtype, so both sides see the same argmax."""
-    x = np.asarray(x)
-    return x.astype(backend.float_dtype).astype(np.float64) if x.dtype.kind == "f" else x
-
-
-def assert_matches(backend, results, expected):
-    assert list(results) == list(expected)
-    assert all(isinstance(v, float) for v in results.values())
-    for key, want in expected.items():
-        # Counts are exact on every backend; calibration sums confidences in the
-        # backend's float dtype.
-        rtol, atol = (
-            (backend.rtol * 10, backend.atol * 1e3)
-            if key in CALIBRATION_KEYS
-            else (1e-12, 1e-9)
-        )
-        np.testing.assert_allclose(results[key], want, rtol=rtol, atol=atol, err_msg=key)
 
 
 # One shape for all multi-class cases (and one for binary): JAX compiles each

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from inputs import make_hard_label, make_logits, make_soft_label
-from reference import jdt_loss_reference
+from _support.inputs import make_hard_label, make_logits, make_soft_label
+from _support.reference import jdt_loss_reference
 
 import jdt_array
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from _support.reference import softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from reference import softmax
 
 import jdt_array
 

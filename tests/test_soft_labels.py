@@ -3,12 +3,15 @@ their use as jdt_loss labels."""
 
 import numpy as np
 import pytest
-from family_reference import average_annotators_reference, label_smoothing_reference
+from _support.family_reference import (
+    average_annotators_reference,
+    label_smoothing_reference,
+)
+from _support.inputs import IGNORE, make_logits
+from _support.reference import softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from inputs import IGNORE, make_logits
-from reference import softmax
 
 import jdt_array
 from jdt_array import soft_labels

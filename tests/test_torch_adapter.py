@@ -2,8 +2,14 @@
 
 import numpy as np
 import pytest
-from inputs import IGNORE, make_hard_label, make_keep_mask, make_logits, make_soft_label
-from reference import jdt_loss_reference
+from _support.inputs import (
+    IGNORE,
+    make_hard_label,
+    make_keep_mask,
+    make_logits,
+    make_soft_label,
+)
+from _support.reference import jdt_loss_reference
 
 torch = pytest.importorskip("torch")
 

@@ -1,8 +1,10 @@
 """The array backends every test runs on, behind one small interface.
 
-A test asks for the ``backend`` fixture (see conftest.py) and builds its inputs with
-``backend.asarray(numpy_array)``; ``backend.call(fn, *arrays, **options)`` runs a
-function eagerly, or under ``jax.jit`` for the jitted JAX backends.
+They are the array libraries the package lists (``LIBRARIES``), each in its test
+variants (``VARIANTS``). A test asks for the ``backend`` fixture (see conftest.py)
+and builds its inputs with ``backend.asarray(numpy_array)``;
+``backend.call(fn, *arrays, **options)`` runs a function eagerly, or under
+``jax.jit`` for the jitted JAX backends.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jdt_array._tools.libraries import ArrayLibrary
+from jdt_array._tools.libraries import LIBRARIES, ArrayLibrary
 
 
 @dataclass
@@ -76,23 +78,35 @@ class Backend:
         return fn(*arrays, **options)
 
 
-_CPU = ArrayLibrary
-BACKENDS = [
-    Backend("numpy", _CPU("numpy")),
-    Backend("array_api_strict", _CPU("array_api_strict")),
-    Backend(
-        "array_api_strict-nodynamic",
-        _CPU("array_api_strict"),
-        strict_flags={"boolean_indexing": False, "data_dependent_shapes": False},
-    ),
-    Backend("torch-float32", _CPU("torch"), float_dtype="float32"),
-    Backend("torch-float64", _CPU("torch")),
-    Backend("jax", _CPU("jax")),
-    Backend("jax-jit", _CPU("jax"), jit=True),
-    Backend("torch-cuda", ArrayLibrary("torch", "cuda"), float_dtype="float32"),
-    Backend("jax-cuda-jit", ArrayLibrary("jax", "cuda"), jit=True),
-    Backend("cupy", ArrayLibrary("cupy", "cuda")),
-]
+# The test variants of each library, by backend name (the test ids): a float dtype,
+# jit, array-api-strict flags. A library of LIBRARIES without an entry gets one
+# default backend named after it.
+VARIANTS: dict[ArrayLibrary, dict[str, dict[str, Any]]] = {
+    ArrayLibrary("numpy"): {"numpy": {}},
+    ArrayLibrary("array_api_strict"): {
+        "array_api_strict": {},
+        "array_api_strict-nodynamic": {
+            "strict_flags": {"boolean_indexing": False, "data_dependent_shapes": False}
+        },
+    },
+    ArrayLibrary("torch"): {
+        "torch-float32": {"float_dtype": "float32"},
+        "torch-float64": {},
+    },
+    ArrayLibrary("jax"): {"jax": {}, "jax-jit": {"jit": True}},
+    ArrayLibrary("torch", "cuda"): {"torch-cuda": {"float_dtype": "float32"}},
+    ArrayLibrary("jax", "cuda"): {"jax-cuda-jit": {"jit": True}},
+    ArrayLibrary("cupy", "cuda"): {"cupy": {}},
+}
+
+
+def backends_of(library: ArrayLibrary) -> list[Backend]:
+    """The test backends of one library: its variants, or one default backend."""
+    variants = VARIANTS.get(library, {library.name: {}})
+    return [Backend(name, library, **options) for name, options in variants.items()]
+
+
+BACKENDS = [backend for library in LIBRARIES for backend in backends_of(library)]
 
 
 def run(backend, fn, arrays, expected, **options):

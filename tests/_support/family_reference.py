@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from reference import softmax, to_channels_first
+
+from _support.reference import softmax, to_channels_first
 
 
 def jaccard_set_loss(mispredicted: np.ndarray, fg: np.ndarray) -> float:
@@ -222,33 +223,3 @@ def average_annotators_reference(labels, num_classes, *, ignore_index=None) -> n
         for v in votes:
             out[(index[0], v, *index[1:])] += 1 / len(votes)
     return out
-
-
-def central_differences(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """The gradient of the scalar function ``f`` at ``x`` by central differences."""
-    grad = np.zeros_like(x, dtype=np.float64)
-    for index in np.ndindex(*x.shape):
-        step = np.zeros_like(x, dtype=np.float64)
-        step[index] = h
-        grad[index] = (float(f(x + step)) - float(f(x - step))) / (2 * h)
-    return grad
-
-
-def check_autodiff(fn, x: np.ndarray, *args, **options) -> None:
-    """jax.grad of ``fn(x, *args, **options)`` under jit, and torch autograd, are finite
-    and match central differences in float64 (skipped for a missing library)."""
-    import pytest
-
-    jax = pytest.importorskip("jax")
-    jnp = jax.numpy
-    jargs = [jnp.asarray(a) for a in args]
-    f = jax.jit(lambda v: fn(v, *jargs, **options))
-    grad = np.asarray(jax.grad(f)(jnp.asarray(x, dtype=jnp.float64)))
-    assert np.all(np.isfinite(grad))
-    expected = central_differences(lambda v: f(jnp.asarray(v)), x)
-    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
-
-    torch = pytest.importorskip("torch")
-    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    fn(t, *[torch.asarray(np.asarray(a)) for a in args], **options).backward()
-    np.testing.assert_allclose(t.grad.numpy(), grad, rtol=1e-9, atol=1e-12)
