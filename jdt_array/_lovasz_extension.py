@@ -41,15 +41,18 @@ def check_syncable(fn_name: str, *, per_image: bool, synced: bool) -> None:
         )
 
 
-def mean_over_groups(xp: Any, losses: Array, reduce: Any = None) -> tuple[Array, Array]:
+def mean_over_groups(
+    xp: Any, losses: Array, reduce: Any = None, *, nan: Any = 0.0
+) -> tuple[Array, Array]:
     """The mean of the (G,) per-group losses (with ``reduce``: over every replica's
-    groups), and the number of groups it divides by (at least 1).
+    groups), and the number of groups it divides by (at least 1). ``nan`` (0, or NaN
+    for a fault found on this replica) is added to the sum.
 
     The local sum and count go through ``reduce`` in one call; the gradient of the
     ratio flows back through the sum. No group at all (here or, with ``reduce``, on
     any replica) gives 0 with a zero gradient.
     """
-    total = xp.sum(losses)
+    total = xp.sum(losses) + nan
     # The count comes from the data (not a constant), so it is per-replica under
     # shard_map like the sum it is packed with.
     count = xp.sum(xp.ones_like(losses))
@@ -95,6 +98,8 @@ def jaccard_increments(xp: Any, sorted_fg: Array, dtype: Any) -> Array:
     intersection = xp.astype(total - xp.cumulative_sum(sorted_fg, axis=-1), dtype)
     union = xp.astype(total + xp.cumulative_sum(1 - sorted_fg, axis=-1), dtype)
     jaccard = 1.0 - intersection / union
+    if jaccard.shape[-1] == 0:  # no pixels (a slice to -1 of nothing is no array API)
+        return jaccard
     shape = (*jaccard.shape[:-1], 1)
     zero = xp.zeros(shape, dtype=dtype, device=device(jaccard))
     return jaccard - xp.concat([zero, jaccard[..., :-1]], axis=-1)

@@ -93,22 +93,32 @@ def levels(
 
 def loss_from_levels(
     xp: Any,
+    stats: Statistics,
     parts: list[Level],
     options: Any,
     class_weights: Any,
     reduce: Reduce | None = None,
 ) -> Any:
+    """The loss value: the class losses of every level, weighted by their coefficients.
+
+    NaN in the statistics (a NaN or +inf logit at a kept pixel) makes it NaN, also
+    where no class it touches is active: a diverged model never logs a plausible loss.
+    """
     weights = None if options.class_agnostic else class_weights
-    total = 0.0
+    # 0 * sum is 0 for finite statistics and NaN otherwise; its gradient is 0. It is
+    # this replica's, like the sums over its images, which go through reduce with it.
+    local = 0.0 * xp.sum(stats.prob_card)
+    summed = 0.0
     for lv in parts:
         losses = class_losses(xp, lv.tp, lv.fp, lv.fn, lv.active, options, weights)
         term = xp.sum(lv.coef * losses)
-        if not lv.batch_summed:
-            # A sum over this replica's images: the other replicas hold the rest.
-            (term,) = sum_over_replicas(xp, reduce, term)
-        total = total + term
+        if lv.batch_summed:  # from statistics already summed over the replicas
+            summed = summed + term
+        else:  # a sum over this replica's images: the other replicas hold the rest
+            local = local + term
+    (local,) = sum_over_replicas(xp, reduce, local)
     # NumPy turns 0-d results of arithmetic into scalars; hand back a 0-d array.
-    return zero_d(xp, total)
+    return zero_d(xp, summed + local)
 
 
 def statistics_grad(
@@ -132,12 +142,17 @@ def statistics_grad(
 
 
 def class_losses(xp, tp, fp, fn, active, options, class_weights):
-    """Per-class losses, exactly 0 (with a zero gradient) where a class is inactive."""
+    """Per-class losses, exactly 0 (with a zero gradient) where a class is inactive.
+
+    The focal power keeps the sign of its base: sign(b) |b|^gamma with b = 1 - T (or
+    -log T). b is below 0 only where T > 1 (rounding, or soft labels with norm > 1
+    and alpha != beta, where tp can exceed the prediction); one rule for every gamma,
+    continuous at gamma = 1, never NaN for a finite base.
+    """
     tversky = _tversky(xp, tp, fp, fn, active, options)
     losses = -xp.log(tversky) if options.log_loss else 1.0 - tversky
     if options.gamma != 1:
-        # Rounding can leave 1 - T a hair below zero, where a fractional power is NaN.
-        losses = xp.where(losses > 0, losses, 0.0) ** options.gamma
+        losses = xp.sign(losses) * xp.abs(losses) ** options.gamma
     if class_weights is not None:
         losses = losses * class_weights
     return losses
@@ -147,11 +162,9 @@ def class_losses_vjp(xp, tp, fp, fn, active, options, class_weights, g_losses):
     """The gradient of ``sum(g_losses * class_losses(...))`` w.r.t. tp, fp and fn."""
     tversky = _tversky(xp, tp, fp, fn, active, options)
     g = g_losses if class_weights is None else g_losses * class_weights
-    if options.gamma != 1:
+    if options.gamma != 1:  # d sign(b) |b|^gamma / db = gamma |b|^(gamma - 1)
         base = -xp.log(tversky) if options.log_loss else 1.0 - tversky
-        positive = base > 0
-        safe = xp.where(positive, base, 1.0)
-        g = xp.where(positive, g * options.gamma * safe ** (options.gamma - 1), 0.0)
+        g = g * options.gamma * xp.abs(base) ** (options.gamma - 1)
     g_t = -g / tversky if options.log_loss else -g
     den, ok = _denominator(xp, tp, fp, fn, active, options)
     num = tp + options.smooth
@@ -161,8 +174,10 @@ def class_losses_vjp(xp, tp, fp, fn, active, options, class_weights, g_losses):
 
 
 def _denominator(xp, tp, fp, fn, active, options):
+    """The ratio's denominator, and where it is used: active classes, except a 0 / 0
+    (``smooth`` 0 and a class empty in both), whose limit is T = 1. NaN passes."""
     den = tp + options.alpha * fp + options.beta * fn + options.smooth
-    return den, active & (den > 0)
+    return den, active & ~(den <= 0)
 
 
 def _tversky(xp, tp, fp, fn, active, options):

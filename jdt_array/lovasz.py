@@ -125,7 +125,8 @@ def lovasz_softmax_value_and_grad(
     if g.class_ids is not None:  # add the rows of listed (or repeated) classes up
         g_prob = _scatter_classes(xp, g_prob, g.class_ids, num_classes)
     spatial = tuple(g.prob.shape[a] for a in range(g.prob.ndim) if a not in (0, axis))
-    g_prob = xp.moveaxis(xp.reshape(g_prob, (batch, num_classes, *spatial)), 1, axis)
+    g_prob = xp.reshape(g_prob, (batch, num_classes, *spatial))
+    g_prob = xp.permute_dims(g_prob, _inverse(_classes_second(g_prob.ndim, axis)))
     grad = softmax_vjp(xp, g.prob, g_prob, axis)
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
@@ -163,11 +164,14 @@ def _softmax_groups(
     class_ids = _class_ids(classes, num_classes)
     checks.check_hard_label_values(xp, label, num_classes, ignore_index, keep_mask)
 
-    prob_nd = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+    kept = kept_pixels(xp, label, ignore_index, keep_mask)
+    prob_nd = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), kept)
     batch, pixels = label.shape[0], math.prod(label.shape[1:])  # sizes: B may be 0
-    prob = xp.reshape(xp.moveaxis(prob_nd, axis, 1), (batch, num_classes, pixels))
+    # (permute_dims, not moveaxis, which torch.func.vmap cannot batch)
+    prob = xp.permute_dims(prob_nd, _classes_second(prob_nd.ndim, axis))
+    prob = xp.reshape(prob, (batch, num_classes, pixels))
     flat_label = xp.reshape(label, (batch, pixels))
-    keep = _flat_keep(xp, kept_pixels(xp, label, ignore_index, keep_mask), flat_label)
+    keep = _flat_keep(xp, kept, flat_label)
     if class_ids is None:
         ids = xp.arange(num_classes, dtype=label.dtype, device=device(label))
     else:
@@ -235,7 +239,7 @@ def lovasz_hinge_loss(
     """
     h = _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce)
     losses = lovasz_extension(h.xp, h.errors, h.fg, h.keep)
-    return mean_over_groups(h.xp, losses, reduce)[0]
+    return mean_over_groups(h.xp, losses, reduce, nan=h.nan)[0]
 
 
 def lovasz_hinge_value_and_grad(
@@ -248,7 +252,7 @@ def lovasz_hinge_value_and_grad(
     h, reduce = _hinge_errors(**args), args["reduce"]
     xp = h.xp
     losses, g_errors = lovasz_extension(xp, h.errors, h.fg, h.keep, with_grad=True)
-    loss, groups = mean_over_groups(xp, losses, reduce)
+    loss, groups = mean_over_groups(xp, losses, reduce, nan=h.nan)
     g_errors = xp.reshape(g_errors, logits.shape) / groups
     grad = xp.where(h.raw > 0, -h.signs * g_errors, 0.0)
     return loss, xp.astype(grad, logits.dtype, copy=False)
@@ -261,6 +265,7 @@ class _Hinge(NamedTuple):
     errors: Array  # max(0, 1 - s z), (G, M)
     fg: Array  # the kept foreground pixels, (G, M)
     keep: Array  # the kept pixels, (G, M)
+    nan: Array  # 0, or NaN where a kept score is not finite
 
 
 def _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce) -> _Hinge:
@@ -276,13 +281,22 @@ def _hinge_errors(logits, label, per_image, ignore_index, keep_mask, reduce) -> 
     batch, pixels = logits.shape[0], math.prod(logits.shape[1:])  # sizes: B may be 0
     flat = (batch, pixels) if per_image else (1, batch * pixels)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
+    if keep is not None:  # dropped scores count as 0: NaN there reaches nothing
+        z = xp.where(keep, z, 0.0)
     signs = 2.0 * xp.astype(fg, z.dtype) - 1.0
     raw = 1.0 - z * signs
-    # The hinge: errors below 0 only sort after the positive ones and add nothing.
-    errors = xp.reshape(xp.where(raw > 0, raw, 0.0), flat)
+    # The hinge: errors below 0 only sort after the positive ones and add nothing
+    # (NaN stays NaN: a NaN or inf score is no error of 0).
+    errors = xp.reshape(xp.where(raw <= 0, 0.0, raw), flat)
     fg = xp.reshape(fg, flat)
     keep = _flat_keep(xp, keep, fg)
-    return _Hinge(xp, raw, signs, errors, fg & keep, keep)
+    return _Hinge(xp, raw, signs, errors, fg & keep, keep, _nan_of(xp, z))
+
+
+def _nan_of(xp: Any, z: Array) -> Array:
+    """0, or NaN if ``z`` (0 at dropped pixels) holds a NaN or an infinity: an infinite
+    score would give a finite hinge error, a plausible loss for a diverged model."""
+    return xp.sum(z * 0.0)
 
 
 def _binary_foreground(xp, logits, label, ignore_index, keep_mask):
@@ -308,10 +322,9 @@ def _binary_foreground(xp, logits, label, ignore_index, keep_mask):
             raise ValueError("ignore_index needs an integer label, got a boolean label")
         return label
     bad = (label != 0) & (label != 1)
-    if ignore_index is not None:
-        bad = bad & (label != ignore_index)
-    if keep_mask is not None:
-        bad = bad & keep_mask
+    kept = kept_pixels(xp, label, ignore_index, keep_mask)
+    if kept is not None:
+        bad = bad & kept
     if eager_any(xp, bad):
         raise ValueError(
             f"a binary label must hold 0 and 1 (or ignore_index={ignore_index!r}), got "
@@ -355,6 +368,18 @@ def _class_ids(classes: Any, num_classes: int) -> tuple[int, ...] | None:
                 f"{num_classes} classes"
             )
     return tuple(int(c) for c in ids)
+
+
+def _classes_second(ndim: int, axis: int) -> tuple[int, ...]:
+    """The permutation that moves the class ``axis`` to position 1."""
+    return (0, axis, *(a for a in range(1, ndim) if a != axis))
+
+
+def _inverse(permutation: tuple[int, ...]) -> tuple[int, ...]:
+    inverse = [0] * len(permutation)
+    for position, axis in enumerate(permutation):
+        inverse[axis] = position
+    return tuple(inverse)
 
 
 def _flat_keep(xp, keep, like):

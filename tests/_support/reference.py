@@ -61,8 +61,9 @@ def jdt_loss_reference(
     else:
         y = to_channels_first(label.astype(np.float64), class_axis).reshape(B, C, -1)
         mode = active_classes_mode_soft
-    x = prob * keep[:, None]
-    y = y * keep[:, None]
+    # Dropped pixels are left out by selection: whatever they hold (NaN too) is inert.
+    x = np.where(keep[:, None], prob, 0.0)
+    y = np.where(keep[:, None], y, 0.0)
 
     def card(v):
         return np.sum(np.abs(v) ** norm, axis=2)
@@ -83,7 +84,8 @@ def jdt_loss_reference(
         den = tp_ + alpha * fp_ + beta * fn_ + smooth
         t = 1.0 if den == 0 else (tp_ + smooth) / den
         value = -np.log(t) if log_loss else 1.0 - t
-        return w[k] * max(value, 0.0) ** gamma if gamma != 1 else w[k] * value
+        # The focal power keeps the sign of its base, for every gamma.
+        return w[k] * np.sign(value) * np.abs(value) ** gamma
 
     def mean(values):
         return float(np.mean(values)) if values else 0.0
@@ -109,4 +111,5 @@ def jdt_loss_reference(
             mean(list(matrix[:, k][active[:, k]])) for k in range(K) if active[:, k].any()
         ]
         total += mIoUC * mean(per_class)
-    return total
+    # A NaN probability at a kept pixel (a NaN or +inf logit) makes the loss NaN.
+    return float("nan") if np.isnan(x).any() else total
