@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
         "--dtypes", nargs="+", choices=DTYPES, default=["float32", "float64"],
         metavar="DTYPE", help=f"dtypes to check (default: float32 float64; from {DTYPES})",
     )  # fmt: skip
-    check.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    check.add_argument(
+        "--seed", type=_seed, default=0, help="random seed >= 0 (default 0)"
+    )
     check.add_argument(
         "--shape", type=int, nargs="+", default=[2, 5, 16, 16], metavar="N",
         help="logits shape B C *spatial (default 2 5 16 16)",
@@ -44,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         help="default: jax if installed, else torch, else numpy",
     )  # fmt: skip
     demo.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed >= 0 (default 0)")
     demo.add_argument(
         "--plot", default="jdt-array-demo.png",
         help="PNG of the training curves and predictions ('' for none)",
@@ -55,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the benchmark suite (needs a source checkout); 'bench --help' lists options",
     )  # fmt: skip
     return parser
+
+
+def _seed(text: str) -> int:
+    """A random seed: NumPy takes non-negative integers only."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {seed}")
+    return seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results = run_checks(libraries, args.dtypes, seed=args.seed, shape=args.shape)
     print(json.dumps(as_dicts(results), indent=1) if args.json else format_report(results))
+    if not results:
+        names = ", ".join(lib.name for lib in libraries) or "none"
+        print(
+            f"jdt-array check: nothing was checked: no selected library (installed and "
+            f"selected: {names}) supports the dtypes {', '.join(args.dtypes)}",
+            file=sys.stderr,
+        )
     return 0 if results and all(r.passed for r in results) else 1
 
 

@@ -62,8 +62,9 @@ def namespace_of(**arrays: Any) -> Any:
 
 
 def is_traced(x: Any) -> bool:
-    """True while ``x`` is an abstract value of a tracing compiler, whose contents
-    cannot be read: a JAX tracer, or any tensor while ``torch.compile`` traces.
+    """True while ``x`` is an abstract value of a tracing compiler or transform, whose
+    contents cannot be read: a JAX tracer; any tensor while ``torch.compile`` traces;
+    a tensor inside a ``torch.func`` transform (``vmap``, ``grad``).
 
     Value checks are skipped for traced values.
     """
@@ -72,8 +73,18 @@ def is_traced(x: Any) -> bool:
         return any(k.__name__ == "Tracer" for k in type(x).__mro__)
     if module == "torch":
         # torch is imported if x is a tensor; dynamo cannot trace importlib calls.
-        return sys.modules["torch"].compiler.is_compiling()
+        torch = sys.modules["torch"]
+        return torch.compiler.is_compiling() or in_torch_func(x)
     return False
+
+
+def in_torch_func(x: Any) -> bool:
+    """Whether the tensor ``x`` is wrapped by a ``torch.func`` transform (never while
+    ``torch.compile`` traces, which cannot trace the question)."""
+    torch = sys.modules["torch"]
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def eager_any(xp: Any, condition: Any) -> bool:

@@ -14,6 +14,7 @@ residual from the statistics for the gradient.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from . import _kernels
@@ -71,7 +72,7 @@ def statistics(inputs: Prepared) -> tuple[Statistics, _kernels.Residual]:
         prob_card=xp.sum(power(x, p), axis=axes),
         label_card=xp.sum(power(y, p), axis=axes),
         diff_card=xp.sum(power(xp.abs(x - y), p), axis=axes),
-        label_max=xp.max(y, axis=axes) if axes else y,
+        label_max=_largest(xp, y, axes),
     )
     return stats, None
 
@@ -107,6 +108,35 @@ def statistics_vjp(
     if inputs.keep is not None:
         g = xp.where(xp.expand_dims(inputs.keep, axis=axis), g, 0.0)
     return _kernels.softmax_vjp(xp, x, g, axis)
+
+
+def label_vjp(inputs: Prepared, g_label_card: Array, g_diff_card: Array) -> Array:
+    """The gradient with respect to a soft label of ``sum(g_label_card * |y|) +
+    sum(g_diff_card * |x - y|)``, in the accumulation dtype (0 at dropped pixels).
+
+    For training the label itself (a learned teacher, say); ``|y|^p`` has derivative
+    ``p y^(p-1)`` (labels are >= 0), ``|x - y|^p`` has ``-p sign(x - y) |x - y|^(p-1)``.
+    """
+    xp, x, axis, p = inputs.xp, inputs.prob, inputs.class_axis, inputs.norm
+    y = _soft_label(inputs)
+    g_y = along_classes(xp, g_label_card, x.ndim, axis)
+    g_d = along_classes(xp, g_diff_card, x.ndim, axis)
+    diff = x - y
+    d_card = 1.0 if p == 1 else p * y ** (p - 1)
+    d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
+    g = g_y * d_card - g_d * d_diff
+    if inputs.keep is not None:
+        g = xp.where(xp.expand_dims(inputs.keep, axis=axis), g, 0.0)
+    return g
+
+
+def _largest(xp: Any, y: Array, axes: tuple[int, ...]) -> Array:
+    """The maximum of ``y`` over ``axes``; 0 over no pixels (images of size 0)."""
+    if not axes:
+        return y
+    if math.prod([y.shape[a] for a in axes]) == 0:
+        return xp.sum(y, axis=axes)  # zeros of the reduced shape
+    return xp.max(y, axis=axes)
 
 
 def _soft_label(inputs: Prepared) -> Array:

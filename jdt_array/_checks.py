@@ -10,6 +10,7 @@ from typing import Any
 
 from . import _kernels
 from ._array import eager_any, is_traced
+from ._pixels import kept_pixels
 
 MODES = ("ALL", "PRESENT")
 
@@ -148,10 +149,9 @@ def check_hard_label_values(
     if _within(xp, label, 0, num_classes):
         return  # two reductions instead of a mask over every pixel: the common case
     bad = (label < 0) | (label >= num_classes)
-    if ignore_index is not None:
-        bad = bad & (label != ignore_index)
-    if keep is not None:
-        bad = bad & keep
+    kept = kept_pixels(xp, label, ignore_index, keep)
+    if kept is not None:
+        bad = bad & kept
     if eager_any(xp, bad):
         raise ValueError(
             f"label holds class ids outside [0, {num_classes}) that are not "
@@ -171,20 +171,35 @@ def _within(xp: Any, values: Any, low: int, stop: int) -> bool:
     return int(lowest) >= low and int(highest) < stop
 
 
-def check_soft_label_values(xp: Any, label: Any) -> None:
-    if eager_any(xp, (label < 0) | (label > 1)):
+def check_soft_label_values(
+    xp: Any, label: Any, keep: Any = None, class_axis: int = 1, *, name: str = "label"
+) -> None:
+    """Raise when a kept pixel of a soft label holds a value outside [0, 1] or NaN."""
+    bad = ~((label >= 0) & (label <= 1))  # NaN compares False: bad
+    if keep is not None:
+        bad = bad & xp.expand_dims(keep, axis=class_axis)
+    if eager_any(xp, bad):
+        count = int(xp.sum(xp.astype(bad, xp.int64)))
+        nans = int(xp.sum(xp.astype(bad & xp.isnan(label), xp.int64)))
         raise ValueError(
-            f"a soft label must hold probabilities in [0, 1], got values in "
-            f"[{float(xp.min(label))}, {float(xp.max(label))}]"
+            f"a soft {name} must hold probabilities in [0, 1] at every kept pixel; "
+            f"{count} values of the {name} with shape {tuple(label.shape)} are not "
+            f"({nans} of them NaN)"
         )
 
 
 def class_weights_array(
     xp: Any, class_weights: Any, num_classes: int, dtype: Any, dev: Any
 ):
-    """``class_weights`` as an array of shape (C,), or None."""
+    """``class_weights`` as an array of shape (C,), or None.
+
+    Python numbers and sequences are checked as such, also while tracing (they are
+    concrete); arrays only where they can be read.
+    """
     if class_weights is None:
         return None
+    if isinstance(class_weights, (Real, list, tuple)):
+        _check_weight_values(class_weights)
     weights = xp.asarray(class_weights, dtype=dtype, device=dev)
     if tuple(weights.shape) != (num_classes,):
         raise ValueError(
@@ -194,3 +209,15 @@ def class_weights_array(
     if eager_any(xp, ~(xp.isfinite(weights) & (weights >= 0))):
         raise ValueError("class_weights must be finite and non-negative")
     return weights
+
+
+def _check_weight_values(values: Any) -> None:
+    flat = values if isinstance(values, (list, tuple)) else [values]
+    for value in flat:
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"class_weights must hold real numbers, got {value!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"class_weights must be finite and non-negative, got {value!r} in "
+                f"{values!r}"
+            )

@@ -3,17 +3,30 @@ one-hot class mask of a hard label, and means over masked pixels."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._array import device, zero_d
 
 
+def not_ignored(xp: Any, label: Any, ignore_index: int | None) -> Any:
+    """``label != ignore_index``, or None when no pixel can be ``ignore_index``: none
+    given, or a value the label's dtype cannot hold (255 for int8 labels, say), which
+    matches no pixel (and must not overflow in the comparison)."""
+    if ignore_index is None or label.dtype == xp.bool:
+        return None
+    info = xp.iinfo(label.dtype)
+    if not info.min <= ignore_index <= info.max:
+        return None
+    return label != ignore_index
+
+
 def kept_pixels(xp: Any, label: Any, ignore_index: int | None, keep_mask: Any) -> Any:
     """The pixels a hard-label loss uses (``keep_mask`` and not ``ignore_index``), or
     None when all are."""
-    if ignore_index is None:
+    kept = not_ignored(xp, label, ignore_index)
+    if kept is None:
         return keep_mask
-    kept = label != ignore_index
     return kept if keep_mask is None else keep_mask & kept
 
 
@@ -32,7 +45,12 @@ def masked_mean(xp: Any, values: Any, mask: Any, axis: Any = None) -> Any:
     The double where keeps 0 / 0 out of both the value and the gradient.
     """
     if mask is None:
-        return zero_d(xp, xp.mean(values, axis=axis))
+        axes = range(values.ndim) if axis is None else (axis,) if isinstance(axis, int) \
+            else axis  # fmt: skip
+        count = math.prod([values.shape[a] for a in axes])
+        # An empty mean is 0, the mean over nothing (and no 0 / 0).
+        return zero_d(xp, xp.sum(values, axis=axis) / count if count else
+                      xp.sum(values, axis=axis) * 0.0)  # fmt: skip
     count = xp.sum(xp.astype(mask, values.dtype), axis=axis)
     total = xp.sum(xp.where(mask, values, 0.0), axis=axis)
     has = count > 0

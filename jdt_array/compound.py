@@ -203,7 +203,7 @@ def _generalized_dice(
     stats, residual = statistics(inputs)
     weights = sudre_weights(xp, _volume(xp, stats, per_image))
     parts = levels(stats, options, inputs.hard, weights)
-    loss = zero_d(xp, loss_from_levels(xp, parts, options, weights))
+    loss = zero_d(xp, loss_from_levels(xp, stats, parts, options, weights))
     return _GeneralizedDice(inputs, residual, options, weights, parts, loss)
 
 

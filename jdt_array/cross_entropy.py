@@ -118,13 +118,16 @@ def _prepare_cross_entropy(logits, label, ignore_index, keep_mask, class_axis, g
             xp, label, logits.shape[axis], ignore_index, keep_mask
         )
     else:
-        checks.check_soft_label_values(xp, label)
-    log_prob = log_softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+        checks.check_soft_label_values(xp, label, keep_mask, axis)
+    keep = kept_pixels(xp, label, ignore_index, keep_mask) if hard else keep_mask
+    dtype = compute_dtype(xp, logits.dtype)
+    log_prob = log_softmax(xp, logits, axis, dtype, keep=keep)
     if hard:
         target = class_mask(xp, label, None, axis, logits.shape[axis])
-        keep = kept_pixels(xp, label, ignore_index, keep_mask)
-    else:
-        target, keep = xp.astype(label, log_prob.dtype), keep_mask
+    else:  # dropped pixels' labels count as 0 (they may hold anything)
+        target = xp.astype(label, dtype)
+        if keep is not None:
+            target = xp.where(xp.expand_dims(keep, axis=axis), target, 0.0)
     return _Pixels(xp, axis, log_prob, target, hard, keep)
 
 
@@ -134,9 +137,9 @@ def _cross_entropy_value(px: _Pixels, gamma: float) -> Array:
         # Summing the log-probabilities over a one-hot mask picks log p_t without a gather.
         log_p = xp.sum(xp.where(px.target, px.log_prob, 0.0), axis=axis)
         per_pixel = -_focal(xp, log_p, gamma) * log_p
-    else:
+    else:  # 0 log 0 = 0: a class of label 0 adds nothing, also where p is 0
         terms = px.target * _focal(xp, px.log_prob, gamma) * px.log_prob
-        per_pixel = -xp.sum(terms, axis=axis)
+        per_pixel = -xp.sum(xp.where(px.target == 0, 0.0, terms), axis=axis)
     return masked_mean(xp, per_pixel, px.keep)
 
 
@@ -229,12 +232,15 @@ def _prepare_kl_div(logits, target_prob, temperature, keep_mask, class_axis):
             f"got dtype {target_prob.dtype}; for a hard label use cross_entropy"
         )
     checks.label_kind(xp, logits, target_prob, axis)
-    checks.check_soft_label_values(xp, target_prob)
     if keep_mask is not None:
         checks.check_keep_mask(xp, keep_mask, logits, axis)
+    checks.check_soft_label_values(xp, target_prob, keep_mask, axis, name="target_prob")
     dtype = compute_dtype(xp, logits.dtype)
-    log_p = log_softmax(xp, logits, axis, dtype, temperature=temperature)
-    return log_p, xp.astype(target_prob, dtype)
+    log_p = log_softmax(xp, logits, axis, dtype, temperature=temperature, keep=keep_mask)
+    q = xp.astype(target_prob, dtype)
+    if keep_mask is not None:  # dropped pixels' targets count as 0
+        q = xp.where(xp.expand_dims(keep_mask, axis=axis), q, 0.0)
+    return log_p, q
 
 
 def _kl_div_value(log_p, q, temperature, keep_mask, axis):
@@ -246,10 +252,16 @@ def _kl_div_value(log_p, q, temperature, keep_mask, axis):
     return zero_d(xp, temperature**2 * masked_mean(xp, per_pixel, keep_mask))
 
 
-def log_softmax(xp: Any, logits: Any, axis: int, dtype: Any, *, temperature: float = 1.0):
+def log_softmax(
+    xp: Any, logits: Any, axis: int, dtype: Any, *, temperature: float = 1.0,
+    keep: Any = None,
+):  # fmt: skip
     """log softmax(logits / temperature) over ``axis`` in ``dtype``, shifted by the max
-    so that exp never overflows and log never sees 0."""
+    so that exp never overflows and log never sees 0. Dropped pixels (not ``keep``)
+    count as logits 0, so that what they hold reaches no value or gradient."""
     z = logits if logits.dtype == dtype else xp.astype(logits, dtype)
+    if keep is not None:
+        z = xp.where(xp.expand_dims(keep, axis=axis), z, 0.0)
     if temperature != 1:
         z = z / temperature
     shifted = z - xp.max(z, axis=axis, keepdims=True)
@@ -259,7 +271,8 @@ def log_softmax(xp: Any, logits: Any, axis: int, dtype: Any, *, temperature: flo
 def _pixel_mean_grad(xp, grad, keep, axis):
     """Scale per-pixel gradients for a mean over the kept pixels (0 where dropped)."""
     if keep is None:
-        return grad * (grad.shape[axis] / math.prod(grad.shape))
+        pixels = math.prod(grad.shape) // max(grad.shape[axis], 1)
+        return grad / pixels if pixels else grad
     kept = xp.expand_dims(keep, axis=axis)
     count = xp.sum(xp.astype(keep, grad.dtype))
     return xp.where(kept, grad, 0.0) / xp.where(count > 0, count, 1.0)

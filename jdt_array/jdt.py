@@ -22,6 +22,7 @@ from . import _checks as checks
 from ._array import Array, compute_dtype, device, namespace_of
 from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
 from ._kernels import softmax
+from ._pixels import kept_pixels
 from ._tversky import levels, loss_from_levels, statistics_grad
 
 __all__ = [
@@ -67,6 +68,11 @@ class JDTOptions:
         checks.check_class_axis(self.class_axis)
         for name in ("mIoUD", "mIoUI", "mIoUC", "alpha", "beta", "smooth", "threshold"):
             checks.check_real(name, getattr(self, name), low=0.0)
+        if self.threshold >= 1:
+            raise ValueError(
+                f"threshold must be in [0, 1): a class is present where its label "
+                f"exceeds it, and labels are at most 1; got {self.threshold!r}"
+            )
         if self.mIoUD + self.mIoUI + self.mIoUC == 0:
             raise ValueError("at least one of mIoUD, mIoUI and mIoUC must be positive")
         checks.check_real("gamma", self.gamma, low=1.0)
@@ -165,8 +171,9 @@ def jdt_loss(
             same on every replica. Everything the loss sums or counts over the batch
             passes through it: the dataset-level tp, fp, fn and present-class counts,
             the image counts in the image- and class-level means, and the sum of the
-            image-level terms (at most three calls). Every replica then returns the
-            loss of the global batch, and gradients flow back through ``reduce``.
+            image-level terms with a check for NaN (at most three calls). Every
+            replica then returns the loss of the global batch, and gradients flow
+            back through ``reduce``.
             ``None`` (the default): this call's batch only. The adapters build it from
             the frameworks' collectives: ``sync_stats=True`` in
             :mod:`jdt_array.backends.torch`, ``axis_name=`` in
@@ -221,7 +228,7 @@ def jdt_value_and_grad(
     weights = _class_weights(xp, class_weights, inputs.num_classes, inputs.prob, logits)
     stats, residual = statistics(inputs)
     parts = levels(stats, opts, inputs.hard, weights, reduce)
-    loss = loss_from_levels(xp, parts, opts, weights, reduce)
+    loss = loss_from_levels(xp, stats, parts, opts, weights, reduce)
     g_prob_card, g_diff_card = statistics_grad(xp, parts, opts, weights, inputs.loss_shape)
     # The probabilities are this function's own and not needed after: reuse them.
     grad = statistics_vjp(
@@ -302,12 +309,10 @@ def prepare(
             checks.check_hard_label_values(
                 xp, label, logits.shape[axis], options.ignore_index, keep_mask
             )
-        if options.ignore_index is not None:
-            kept = label != options.ignore_index
-            keep = kept if keep is None else keep & kept
+        keep = kept_pixels(xp, label, options.ignore_index, keep_mask)
     elif check_values:
-        checks.check_soft_label_values(xp, label)
-    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype))
+        checks.check_soft_label_values(xp, label, keep_mask, axis)
+    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
     return Prepared(xp, prob, label, keep, axis, options.norm, hard)
 
 
@@ -363,7 +368,7 @@ def loss_from_statistics(
     xp = namespace_of(prob_card=stats.prob_card)
     reduce = checks.check_reduce(reduce)
     parts = levels(stats, options, hard, class_weights, reduce)
-    return loss_from_levels(xp, parts, options, class_weights, reduce)
+    return loss_from_levels(xp, stats, parts, options, class_weights, reduce)
 
 
 def _class_weights(xp: Any, class_weights: Any, num_classes: int, like: Array, logits):

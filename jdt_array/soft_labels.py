@@ -25,7 +25,7 @@ from typing import Any
 from . import _checks as checks
 from ._array import compute_dtype, device, namespace_of
 from ._kernels import softmax
-from ._pixels import class_mask
+from ._pixels import class_mask, not_ignored
 
 __all__ = ["average_annotators", "label_smoothing", "teacher_probabilities"]
 
@@ -80,7 +80,7 @@ def label_smoothing(
     _check_integer_label(xp, label, "label")
     axis = _output_class_axis(class_axis, tuple(label.shape))
     dtype = _float_dtype(xp, dtype)
-    keep = None if ignore_index is None else label != ignore_index
+    keep = not_ignored(xp, label, ignore_index)
     checks.check_hard_label_values(xp, label, num_classes, ignore_index, None)
 
     one_hot = xp.astype(class_mask(xp, label, None, axis, num_classes), dtype)
@@ -135,6 +135,11 @@ def average_annotators(
             f"{tuple(labels.shape)}"
         )
     a_axis = _axis("annotator_axis", annotator_axis, labels.ndim, 0, tuple(labels.shape))
+    if labels.shape[a_axis] == 0:
+        raise ValueError(
+            f"labels with shape {tuple(labels.shape)} hold no annotator (axis "
+            f"annotator_axis={annotator_axis} has size 0): there is no vote to average"
+        )
     labels = xp.moveaxis(labels, a_axis, 0)  # (A, B, *spatial)
     axis = _output_class_axis(class_axis, tuple(labels.shape[1:]))
     dtype = _float_dtype(xp, dtype)
@@ -142,9 +147,10 @@ def average_annotators(
 
     votes = xp.astype(class_mask(xp, labels, None, axis + 1, num_classes), dtype)
     total = xp.sum(votes, axis=0)
-    if ignore_index is None:
+    voted = not_ignored(xp, labels, ignore_index)
+    if voted is None:
         return total / labels.shape[0]
-    count = xp.sum(xp.astype(labels != ignore_index, dtype), axis=0)
+    count = xp.sum(xp.astype(voted, dtype), axis=0)
     count = xp.expand_dims(count, axis=axis)
     has = count > 0
     return xp.where(has, total / xp.where(has, count, 1.0), 0.0)

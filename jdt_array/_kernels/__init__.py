@@ -55,10 +55,11 @@ def kernels_for(xp: Any) -> Generic:
     return Generic(xp)
 
 
-def softmax(xp: Any, logits: Array, axis: int, dtype: Any) -> Array:
-    """Softmax over ``axis`` computed in ``dtype``."""
+def softmax(xp: Any, logits: Array, axis: int, dtype: Any, keep: Any = None) -> Array:
+    """Softmax over ``axis`` computed in ``dtype``; dropped pixels (not ``keep``) count
+    as logits 0."""
     x = logits if logits.dtype == dtype else xp.astype(logits, dtype)
-    return kernels_for(xp).softmax(x, axis)
+    return kernels_for(xp).softmax(x, axis, keep)
 
 
 def softmax_vjp(xp: Any, prob: Array, g_prob: Array, axis: int) -> Array:

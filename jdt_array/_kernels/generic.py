@@ -33,9 +33,16 @@ class Generic:
 
     # -- probabilities ---------------------------------------------------------------
 
-    def softmax(self, x: Array, axis: int) -> Array:
-        """Softmax over ``axis`` in the dtype of ``x``; the max shift keeps exp finite."""
+    def softmax(self, x: Array, axis: int, keep: Array | None = None) -> Array:
+        """Softmax over ``axis`` in the dtype of ``x``; the max shift keeps exp finite.
+
+        With ``keep`` (boolean, ``x``'s shape without ``axis``), dropped pixels count
+        as logits 0 (probabilities 1 / C): whatever they held (NaN, inf) never reaches
+        a value or a gradient, also through autodiff.
+        """
         xp = self.xp
+        if keep is not None:
+            x = xp.where(xp.expand_dims(keep, axis=axis), x, 0.0)
         e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
         return e / xp.sum(e, axis=axis, keepdims=True)
 
@@ -182,7 +189,7 @@ class HardL1(Generic):
     generic code."""
 
     def hard_statistics(self, prob, label, keep, class_axis, norm):
-        if norm != 1 or class_axis != 1:
+        if norm != 1 or class_axis != 1 or not self.hard_l1_applies(prob):
             return super().hard_statistics(prob, label, keep, class_axis, norm)
         return self.hard_l1_statistics(prob, label, keep)
 
@@ -191,7 +198,8 @@ class HardL1(Generic):
         residual=None, overwrite=False,
     ):  # fmt: skip
         grads = (g_prob_card, g_diff_card)
-        if norm != 1 or class_axis != 1 or not self.hard_l1_vjp_applies(prob, *grads):
+        native = self.hard_l1_applies(prob) and self.hard_l1_vjp_applies(prob, *grads)
+        if norm != 1 or class_axis != 1 or not native:
             return super().hard_statistics_vjp(
                 prob, label, keep, class_axis, norm, *grads, residual=residual,
                 overwrite=overwrite,
@@ -208,6 +216,10 @@ class HardL1(Generic):
                     overwrite):  # fmt: skip
         """:meth:`hard_statistics_vjp` for norm 1 and channels first."""
         raise NotImplementedError
+
+    def hard_l1_applies(self, prob) -> bool:
+        """Whether the native hard-label kernels may run on ``prob`` at all."""
+        return True
 
     def hard_l1_vjp_applies(self, prob, g_prob_card, g_diff_card) -> bool:
         """Whether ``hard_l1_vjp`` may run on these arrays."""

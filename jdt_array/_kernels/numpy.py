@@ -30,20 +30,23 @@ class _Residual(NamedTuple):
 class NumPyKernels(HardL1):
     counts_pairs_in_one_pass = True
 
-    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+    def softmax(self, x: np.ndarray, axis: int, keep=None) -> np.ndarray:
         # (outer, C, inner) with the classes in the middle; chunks of the inner pixels,
         # or, channels-last (inner = 1), of the outer ones.
         axis = axis % x.ndim
         c = x.shape[axis]
         outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
         x3 = x.reshape(outer, c, inner)
+        k3 = None if keep is None else keep.reshape(outer, 1, inner)
         out = np.empty(x3.shape, dtype=x.dtype)
         last = x3.shape[2] == 1
 
         def part(chunk: slice) -> None:
             at = (chunk, slice(None), slice(None)) if last else (Ellipsis, chunk)
-            e = out[at]
-            np.subtract(x3[at], np.max(x3[at], axis=1, keepdims=True), out=e)
+            e, z = out[at], x3[at]
+            if k3 is not None:  # dropped pixels count as logits 0 (see Generic)
+                z = np.where(k3[at], z, 0.0)
+            np.subtract(z, np.max(z, axis=1, keepdims=True), out=e)
             np.exp(e, out=e)
             e *= np.reciprocal(np.sum(e, axis=1, keepdims=True))
 

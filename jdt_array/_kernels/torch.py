@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._array import in_torch_func
 from .generic import HardL1
 
 # The class blocks of an in-place gradient: the temporary is 1/_BLOCKS of the logits.
@@ -38,8 +39,14 @@ class TorchKernels(HardL1):
     def value_and_grad(self, loss_fn, logits, label, options, *, hand_gradient):
         return autograd_value_and_grad(loss_fn, logits, label, **options)
 
-    def softmax(self, x: torch.Tensor, axis: int) -> torch.Tensor:
-        return torch.softmax(x, dim=axis)
+    def softmax(self, x: torch.Tensor, axis: int, keep=None) -> torch.Tensor:
+        if keep is None:
+            return torch.softmax(x, dim=axis)
+        kept = keep.unsqueeze(axis)
+        if torch.is_grad_enabled() and x.requires_grad:  # autograd: select first
+            return torch.softmax(torch.where(kept, x, 0.0), dim=axis)
+        # No tape: the same probabilities (1 / C where dropped) without a second copy.
+        return torch.softmax(x, dim=axis).masked_fill_(~kept, 1.0 / x.shape[axis])
 
     def argmax(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -101,9 +108,14 @@ class TorchKernels(HardL1):
         overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
         diff_card = prob_card + counts - 2 * overlap
         # The residual, x at each pixel's class, saves the gradient a second gather.
-        # Not under torch.compile: a traced backward may not hold on to it.
-        residual = None if torch.compiler.is_compiling() else p_label
-        return (prob_card, counts, diff_card), residual
+        return (prob_card, counts, diff_card), p_label
+
+    def hard_l1_applies(self, prob):
+        # Under torch.compile and torch.func (vmap, grad) the generic code runs: it
+        # is what inductor fuses best, and it takes what a transform needs: any input
+        # shape (no out= buffers), no host reads (bincount), and class ids that cannot
+        # be checked while tracing (no gather out of range).
+        return not (torch.compiler.is_compiling() or in_torch_func(prob))
 
     def hard_l1_vjp_applies(self, prob, g_prob_card, g_diff_card):
         # A gradient to differentiate goes to the generic code, which is autograd-safe.
@@ -186,8 +198,7 @@ _buffers = Buffers()
 def _buffer(name, shape, like):
     """A scratch tensor for one kernel call: kept between calls on CPU (``Buffers``);
     on GPU the caching allocator already reuses memory."""
-    if like.device.type != "cpu" or torch.compiler.is_compiling():
-        # (torch.compile traces no state kept outside the graph)
+    if like.device.type != "cpu":
         return torch.empty(shape, dtype=like.dtype, device=like.device)
     return _buffers.get(name, shape, like.dtype)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from .._cardinalities import statistics, statistics_vjp
+from .._cardinalities import label_vjp, statistics, statistics_vjp
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
 from ..jdt import JDTOptions, loss_with_options, prepare
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
@@ -54,11 +54,14 @@ def _lean_statistics(options: JDTOptions) -> Callable:
 
     def backward(residuals, cotangents):
         logits, label, keep_mask = residuals
-        g_prob_card, _, g_diff_card, _ = cotangents
+        g_prob_card, g_label_card, g_diff_card, _ = cotangents
         # The forward pass checked these arrays; do not read the label again.
         inputs = prepare(logits, label, keep_mask, options, check_values=False)
+        g_label = None  # an integer label has no gradient
+        if not inputs.hard:  # a soft label may be trained too: its own gradient
+            g_label = label_vjp(inputs, g_label_card, g_diff_card).astype(label.dtype)
         grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
-        return grad.astype(logits.dtype), None, None
+        return grad.astype(logits.dtype), g_label, None
 
     lean.defvjp(forward, backward)
     return lean

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from .. import _checks as checks
 from .. import _kernels
 from .._array import compute_dtype, device, namespace_of
-from .._pixels import masked_mean
+from .._pixels import masked_mean, not_ignored
 
 __all__ = ["BatchStatistics", "MetricOptions", "batch_statistics"]
 
@@ -212,12 +212,7 @@ def _is_class_id(xp, ids: Array, num_classes: int) -> Array:
 def _label_ids(xp, label: Array, options: MetricOptions):
     """Label ids with C for uncounted pixels, the counted mask, bad counts (B,)."""
     label = _widen(xp, label)
-    info = xp.iinfo(label.dtype)
-    kept = None
-    ignore = options.ignore_index
-    # An ignore_index the dtype cannot hold matches no pixel (and must not overflow).
-    if ignore is not None and info.min <= ignore <= info.max:
-        kept = label != ignore
+    kept = not_ignored(xp, label, options.ignore_index)
     valid = _is_class_id(xp, label, options.num_classes)
     counted = valid if kept is None else valid & kept
     bad = ~valid if kept is None else ~valid & kept
@@ -249,7 +244,7 @@ def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
     perm = (0, axis, *(a for a in range(1, prob.ndim) if a != axis))
     p = xp.reshape(xp.permute_dims(prob, perm), (B, C, N))
     p = p if p.dtype == dtype else xp.astype(p, dtype)
-    outside = xp.any((p < 0) | (p > 1), axis=1) & counted
+    outside = xp.any(~((p >= 0) & (p <= 1)), axis=1) & counted  # NaN too
     bad_prediction = stats.bad_prediction + _count(xp, outside, 1)
 
     conf = xp.max(p, axis=1)

@@ -394,7 +394,8 @@ def _raise_bad_values(stats: BatchStatistics, options: MetricOptions) -> None:
         if options.calibration:
             raise ValueError(
                 f"prob_or_pred holds {count} kept pixels with probabilities outside "
-                "[0, 1]; calibration needs probabilities (e.g. a softmax), not logits"
+                "[0, 1] or NaN; calibration needs probabilities (e.g. a softmax), not "
+                "logits"
             )
         raise ValueError(
             f"prob_or_pred holds {count} kept pixels with integer predictions outside "

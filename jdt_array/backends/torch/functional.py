@@ -13,7 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..._cardinalities import statistics, statistics_vjp
+from ..._array import in_torch_func
+from ..._cardinalities import label_vjp, statistics, statistics_vjp
 from ..._kernels.torch import autograd_value_and_grad as value_and_grad
 from ...jdt import JDTOptions, loss_with_options, prepare
 
@@ -30,6 +31,7 @@ class _LeanStatistics(torch.autograd.Function):
     writes the gradient into their memory, so the step allocates one logits-sized
     buffer in all, the gradient; a second backward (``retain_graph=True``) recomputes
     them. The small (B, C) rest of the loss, collectives included, is left to autograd.
+    A soft label that requires grad gets its gradient too.
     """
 
     @staticmethod
@@ -40,7 +42,10 @@ class _LeanStatistics(torch.autograd.Function):
         ctx.options = options
         # Attributes, not saved tensors: the backward releases (and overwrites) them.
         ctx.inputs, ctx.residual = inputs, residual
-        ctx.mark_non_differentiable(stats.label_card, stats.label_max)
+        if ctx.needs_input_grad[1]:  # a soft label to train: |y| depends on it
+            ctx.mark_non_differentiable(stats.label_max)
+        else:
+            ctx.mark_non_differentiable(stats.label_card, stats.label_max)
         return tuple(stats)
 
     @staticmethod
@@ -55,10 +60,13 @@ class _LeanStatistics(torch.autograd.Function):
         inputs, residual, ctx.inputs, ctx.residual = ctx.inputs, ctx.residual, None, None
         if inputs is None:  # a second backward: the first one used the probabilities
             inputs = prepare(logits, label, keep_mask, ctx.options, check_values=False)
+        g_label = None
+        if ctx.needs_input_grad[1]:  # before statistics_vjp overwrites the probabilities
+            g_label = label_vjp(inputs, g_label_card, g_diff_card).to(label.dtype)
         grad = statistics_vjp(
             inputs, g_prob_card, g_diff_card, residual=residual, overwrite=True
         )
-        return grad.to(logits.dtype), None, None, None
+        return grad.to(logits.dtype), g_label, None, None
 
 
 class _ReplicaSum(torch.autograd.Function):
@@ -149,7 +157,9 @@ def loss_with(
 ) -> torch.Tensor:
     """:func:`jdt_loss` with checked arguments, its options as one :class:`JDTOptions`
     (for the modules, which check them once)."""
-    lean = backward == "vjp" and logits.requires_grad
+    # Inside torch.func transforms autograd.Function needs what the lean backward
+    # cannot give (setup_context, a vmap rule): autodiff there.
+    lean = backward == "vjp" and logits.requires_grad and not in_torch_func(logits)
     return loss_with_options(
         logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
         reduce=reduce, statistics_fn=_LeanStatistics.apply if lean else None,
