@@ -69,7 +69,7 @@ def test_options_of_picks_only_the_options():
 
 CHANGED = {
     "class_axis": -1, "mIoUD": 0.5, "mIoUI": 0.5, "mIoUC": 0.5, "alpha": 0.3,
-    "beta": 0.7, "gamma": 2.0, "smooth": 0.5, "threshold": 1.0, "norm": 2,
+    "beta": 0.7, "gamma": 2.0, "smooth": 0.5, "threshold": 0.5, "norm": 2,
     "log_loss": True, "ignore_index": 2, "active_classes_mode_hard": "ALL",
     "active_classes_mode_soft": "PRESENT", "class_agnostic": True,
 }  # fmt: skip
@@ -80,13 +80,13 @@ def _inputs(name):
     rng = np.random.default_rng(0)
     shape = (2, 4, 5, 3) if name == "class_axis" else (2, 3, 4, 5)
     logits = rng.standard_normal(shape)
-    if name == "active_classes_mode_soft":  # soft labels, class 2 without mass
-        soft = rng.random(shape) * np.array([1.0, 1.0, 0.0])[:, None, None]
+    if name in ("active_classes_mode_soft", "threshold"):  # soft labels, class 2 weak
+        weak = 0.0 if name == "active_classes_mode_soft" else 0.1  # absent / below 0.5
+        soft = rng.random(shape) * np.array([1.0, 1.0, weak])[:, None, None]
         return logits, soft / soft.sum(axis=1, keepdims=True)
     label = rng.integers(0, 3, size=(2, 4, 5))
     if name == "active_classes_mode_hard":
         label = np.where(label == 2, 0, label)  # class 2 absent: "ALL" counts it
-    # (threshold 1.0: no class is "present", the default hard mode)
     return logits, label
 
 
@@ -96,10 +96,12 @@ def test_every_option_reaches_the_loss_in_every_form(name):
     the torch module and the JAX form the same value."""
     assert set(CHANGED) == set(FIELDS)
     logits, label = _inputs(name)
-    options = {name: CHANGED[name]}
+    # threshold acts where soft labels count only their present classes
+    base = {"active_classes_mode_soft": "PRESENT"} if name == "threshold" else {}
+    options = {**base, name: CHANGED[name]}
     value = float(jdt_array.jdt_loss(logits, label, **options))
     if name != "class_axis":  # (the default axis does not fit these logits)
-        assert value != float(jdt_array.jdt_loss(logits, label))  # the option acts
+        assert value != float(jdt_array.jdt_loss(logits, label, **base))  # it acts
     jt = pytest.importorskip("jdt_array.backends.torch")
     import torch
 

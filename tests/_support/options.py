@@ -18,5 +18,5 @@ OPTION_SETS = {
     "weights": {"class_weights": [0.5, 1.0, 2.0, 0.25], "mIoUI": 1.0, "mIoUC": 1.0},
     "agnostic": {"class_agnostic": True, "mIoUI": 1.0},
     "agnostic-weighted": {"class_agnostic": True, "class_weights": [1.0, 2.0, 3.0, 4.0]},
-    "threshold-high": {"threshold": 1.0, "mIoUI": 1.0},
+    "threshold-high": {"threshold": 0.99, "active_classes_mode_soft": "PRESENT"},
 }
