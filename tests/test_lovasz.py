@@ -206,40 +206,25 @@ def hinge_gradient_inputs():
     return binary_inputs(np.random.default_rng(9), (2, 4, 4), ignore_fraction=0.2)
 
 
+# Which gradient a test checks: PyTorch/JAX autodiff of the forward, or the package's
+# hand-derived gradient (NumPy value_and_grad).
+GRADIENTS = pytest.mark.parametrize(
+    "check", [check_autodiff, check_hand_gradient], ids=["autodiff", "hand"]
+)
+
+
+@GRADIENTS
 @pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
-def test_softmax_autodiff_gradient_matches_finite_differences(per_image):
+def test_softmax_gradient_matches_finite_differences(check, per_image):
     logits, label = softmax_gradient_inputs()
-    check_autodiff(
-        jdt_array.lovasz_softmax_loss,
-        logits,
-        label,
-        per_image=per_image,
-        ignore_index=IGNORE,
-        classes="all",
-    )
+    check(jdt_array.lovasz_softmax_loss, logits, label, per_image=per_image,
+          ignore_index=IGNORE, classes="all")  # fmt: skip
 
 
-@pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
-def test_softmax_hand_gradient_matches_finite_differences(per_image):
-    logits, label = softmax_gradient_inputs()
-    check_hand_gradient(
-        jdt_array.lovasz_softmax_loss,
-        logits,
-        label,
-        per_image=per_image,
-        ignore_index=IGNORE,
-        classes="all",
-    )
-
-
-def test_hinge_autodiff_gradient_matches_finite_differences():
+@GRADIENTS
+def test_hinge_gradient_matches_finite_differences(check):
     logits, label = hinge_gradient_inputs()
-    check_autodiff(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
-
-
-def test_hinge_hand_gradient_matches_finite_differences():
-    logits, label = hinge_gradient_inputs()
-    check_hand_gradient(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
+    check(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)
 
 
 # ---------------------------------------------------------------- bad input
