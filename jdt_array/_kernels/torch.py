@@ -96,26 +96,21 @@ class TorchKernels(HardL1):
     def hard_l1_statistics(self, prob, label, keep):
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
-        index, weight = _index_and_weight(label, keep, b, p.dtype)
+        index, kept, of_class = _index_and_weights(label, keep, b, c, p.dtype)
         p_label = p.gather(1, index).squeeze(1)  # (B, N): x at each pixel's class
-        if weight is None:
-            prob_card = p.sum(2)
-            counts = _counts(index.squeeze(1), None, c, p.dtype)
-        else:
-            p_label.mul_(weight)
-            prob_card = torch.bmm(p, weight.unsqueeze(2)).squeeze(2)
-            counts = _counts(index.squeeze(1), weight, c, p.dtype)
+        if of_class is not None:
+            p_label.mul_(of_class)
+        prob_card = p.sum(2) if kept is None else torch.bmm(p, kept.unsqueeze(2)).squeeze(2)
+        counts = _counts(index.squeeze(1), of_class, c, p.dtype)
         overlap = p.new_zeros(b, c).scatter_add_(1, index.squeeze(1), p_label)
         diff_card = prob_card + counts - 2 * overlap
         # The residual, x at each pixel's class, saves the gradient a second gather.
         return (prob_card, counts, diff_card), p_label
 
     def hard_l1_applies(self, prob):
-        # Under torch.compile and torch.func (vmap, grad) the generic code runs: it
-        # is what inductor fuses best, and it takes what a transform needs: any input
-        # shape (no out= buffers), no host reads (bincount), and class ids that cannot
-        # be checked while tracing (no gather out of range).
-        return not (torch.compiler.is_compiling() or in_torch_func(prob))
+        # Inside torch.func (vmap, grad) the generic code runs: it has batching rules
+        # for every operation and no host reads (bincount).
+        return not in_torch_func(prob)
 
     def hard_l1_vjp_applies(self, prob, g_prob_card, g_diff_card):
         # A gradient to differentiate goes to the generic code, which is autograd-safe.
@@ -128,20 +123,23 @@ class TorchKernels(HardL1):
                     overwrite):  # fmt: skip
         b, c = prob.shape[:2]
         p = prob.reshape(b, c, math.prod(prob.shape[2:]))
-        index, weight = _index_and_weight(label, keep, b, p.dtype)
+        index, kept, of_class = _index_and_weights(label, keep, b, c, p.dtype)
         p_label = residual
         if p_label is None:
             p_label = p.gather(1, index).squeeze(1)
+            if of_class is not None:
+                p_label.mul_(of_class)
         # d |x| / dx = 1 and d |x - y| / dx = 1 - 2 y on kept pixels: g = a - 2 d y.
         a = (g_prob_card + g_diff_card).to(p.dtype)
         # Softmax VJP: x * (g - sum_c x_c g_c), with the one-hot term kept as indices:
         # on_label = -2 d_y x_y at each pixel.
         n = p.shape[2]
-        on_label = _buffer("on_label", (b, n), p)
-        torch.gather(g_diff_card.to(p.dtype).mul(-2), 1, index.squeeze(1), out=on_label)
+        # (the out= buffers are None under torch.compile: functional forms there)
+        on_label = torch.gather(g_diff_card.to(p.dtype).mul(-2), 1, index.squeeze(1),
+                                out=_buffer("on_label", (b, n), p))  # fmt: skip
         on_label.mul_(p_label)
-        inner = _buffer("inner", (b, 1, n), p)
-        torch.baddbmm(on_label.unsqueeze(1), a.unsqueeze(1), p, out=inner)
+        inner = torch.baddbmm(on_label.unsqueeze(1), a.unsqueeze(1), p,
+                              out=_buffer("inner", (b, 1, n), p))  # fmt: skip
         if overwrite:
             grad = p
             # x * (a - inner) class block by class block, with one reused temporary of
@@ -150,21 +148,20 @@ class TorchKernels(HardL1):
             shift = _buffer("shift", (b, min(step, c), n), p)
             for start in range(0, c, step):
                 block = slice(start, start + step)
-                part = shift[:, : grad[:, block].shape[1]]
-                torch.sub(a[:, block, None], inner, out=part)
-                grad[:, block].mul_(part)
+                part = None if shift is None else shift[:, : grad[:, block].shape[1]]
+                grad[:, block].mul_(torch.sub(a[:, block, None], inner, out=part))
         else:
             grad = torch.sub(a.unsqueeze(2), inner).mul_(p)
         grad.scatter_add_(1, index, on_label.unsqueeze(1))
-        if weight is not None:
-            grad.mul_(weight.unsqueeze(1))
+        if kept is not None:
+            grad.mul_(kept.unsqueeze(1))
         return grad.reshape(prob.shape)
 
 
 def _counts(index, weight, num_classes, dtype):
     """(B, C) kept pixels of each class, from (B, N) class ids and 0/1 weights."""
     b = index.shape[0]
-    if index.device.type == "cpu" and b == 1 and weight is None:
+    if index.device.type == "cpu" and b == 1 and weight is None and not _tracing():
         # bincount is about twice as fast as scatter_add on CPU; it sizes its output
         # from the data, a host sync that only matters on GPU.
         return torch.bincount(index[0], minlength=num_classes).to(dtype).unsqueeze(0)
@@ -195,20 +192,36 @@ class Buffers(threading.local):
 _buffers = Buffers()
 
 
+def _tracing() -> bool:
+    return torch.compiler.is_compiling()
+
+
 def _buffer(name, shape, like):
     """A scratch tensor for one kernel call: kept between calls on CPU (``Buffers``);
-    on GPU the caching allocator already reuses memory."""
+    on GPU the caching allocator already reuses memory; None while torch.compile
+    traces (a traced graph holds no state of its own and takes any shape)."""
+    if _tracing():
+        return None
     if like.device.type != "cpu":
         return torch.empty(shape, dtype=like.dtype, device=like.device)
     return _buffers.get(name, shape, like.dtype)
 
 
-def _index_and_weight(label, keep, batch, dtype):
-    """Class ids as gather indices (B, 1, N) and the 0/1 weight of each pixel (B, N),
-    ``None`` when every pixel counts; dropped pixels point at class 0 with weight 0."""
+def _index_and_weights(label, keep, batch, num_classes, dtype):
+    """Class ids as gather indices (B, 1, N), and the 0/1 weights (B, N) of each pixel
+    in |x| (kept) and in the class sums (kept and of a class), each ``None`` when every
+    pixel counts; a pixel of no class points at class 0.
+
+    Class ids are checked before the kernels run, except while torch.compile traces
+    (the label cannot be read): there an id outside [0, C) is of no class, as in the
+    generic code, instead of a gather out of range.
+    """
     flat = label.reshape(batch, 1, math.prod(label.shape[1:]))
-    if keep is None:
-        return flat.long(), None
-    kept = keep.reshape(batch, 1, math.prod(keep.shape[1:]))
-    index = torch.where(kept, flat, 0).long()
-    return index, kept.squeeze(1).to(dtype)
+    kept = None if keep is None else keep.reshape(batch, 1, math.prod(keep.shape[1:]))
+    of_class = kept
+    if _tracing():
+        valid = (flat >= 0) & (flat < num_classes)
+        of_class = valid if kept is None else kept & valid
+    index = flat if of_class is None else torch.where(of_class, flat, 0)
+    as_weight = lambda mask: None if mask is None else mask.squeeze(1).to(dtype)  # noqa: E731
+    return index.long(), as_weight(kept), as_weight(of_class)
