@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from _support.backends import run
 from _support.family_reference import cross_entropy_reference, generalized_dice_reference
-from _support.gradients import check_autodiff, check_hand_gradient
+from _support.gradients import GRADIENT_CHECKS
 from _support.inputs import (
     IGNORE,
     make_hard_label,
@@ -169,24 +169,13 @@ def gradient_inputs(hard):
     return logits, make_soft_label(rng, shape), {}
 
 
+@GRADIENT_CHECKS
 @pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
-def test_autodiff_gradients_match_finite_differences(hard):
+def test_gradients_match_finite_differences(check, hard):
     logits, label, options = gradient_inputs(hard)
-    check_autodiff(jdt_array.ce_jdt_loss, logits, label, mIoUI=1.0, **options)
-    check_autodiff(jdt_array.generalized_dice_loss, logits, label, **options)
-    check_autodiff(
-        jdt_array.generalized_dice_loss, logits, label, per_image=True, **options
-    )
-
-
-@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
-def test_hand_gradients_match_finite_differences(hard):
-    logits, label, options = gradient_inputs(hard)
-    check_hand_gradient(jdt_array.ce_jdt_loss, logits, label, mIoUI=1.0, **options)
-    check_hand_gradient(jdt_array.generalized_dice_loss, logits, label, **options)
-    check_hand_gradient(
-        jdt_array.generalized_dice_loss, logits, label, per_image=True, **options
-    )
+    check(jdt_array.ce_jdt_loss, logits, label, mIoUI=1.0, **options)
+    check(jdt_array.generalized_dice_loss, logits, label, **options)
+    check(jdt_array.generalized_dice_loss, logits, label, per_image=True, **options)
 
 
 # ---------------------------------------------------------------- bad input

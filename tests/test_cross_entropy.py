@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _support.backends import run
 from _support.family_reference import cross_entropy_reference, kl_div_reference
-from _support.gradients import check_autodiff, check_hand_gradient
+from _support.gradients import GRADIENT_CHECKS
 from _support.inputs import (
     IGNORE,
     make_hard_label,
@@ -178,30 +178,18 @@ def kl_div_gradient_inputs():
     return logits, target
 
 
+@GRADIENT_CHECKS
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
-def test_cross_entropy_autodiff_gradient_matches_finite_differences(gamma):
+def test_cross_entropy_gradient_matches_finite_differences(check, gamma):
     logits, label, soft = cross_entropy_gradient_inputs()
-    check_autodiff(jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma)
-    check_autodiff(jdt_array.cross_entropy, logits, soft, gamma=gamma)
+    check(jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma)
+    check(jdt_array.cross_entropy, logits, soft, gamma=gamma)
 
 
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
-def test_cross_entropy_hand_gradient_matches_finite_differences(gamma):
-    logits, label, soft = cross_entropy_gradient_inputs()
-    check_hand_gradient(
-        jdt_array.cross_entropy, logits, label, ignore_index=IGNORE, gamma=gamma
-    )
-    check_hand_gradient(jdt_array.cross_entropy, logits, soft, gamma=gamma)
-
-
-def test_kl_div_autodiff_gradient_matches_finite_differences():
+@GRADIENT_CHECKS
+def test_kl_div_gradient_matches_finite_differences(check):
     logits, target = kl_div_gradient_inputs()
-    check_autodiff(jdt_array.kl_div, logits, target, temperature=2.0)
-
-
-def test_kl_div_hand_gradient_matches_finite_differences():
-    logits, target = kl_div_gradient_inputs()
-    check_hand_gradient(jdt_array.kl_div, logits, target, temperature=2.0)
+    check(jdt_array.kl_div, logits, target, temperature=2.0)
 
 
 # ---------------------------------------------------------------- bad input

@@ -13,7 +13,7 @@ from _support.family_reference import (
     lovasz_hinge_reference,
     lovasz_softmax_reference,
 )
-from _support.gradients import check_autodiff, check_hand_gradient
+from _support.gradients import GRADIENT_CHECKS
 from _support.inputs import (
     IGNORE,
     make_hard_label,
@@ -206,14 +206,7 @@ def hinge_gradient_inputs():
     return binary_inputs(np.random.default_rng(9), (2, 4, 4), ignore_fraction=0.2)
 
 
-# Which gradient a test checks: PyTorch/JAX autodiff of the forward, or the package's
-# hand-derived gradient (NumPy value_and_grad).
-GRADIENTS = pytest.mark.parametrize(
-    "check", [check_autodiff, check_hand_gradient], ids=["autodiff", "hand"]
-)
-
-
-@GRADIENTS
+@GRADIENT_CHECKS
 @pytest.mark.parametrize("per_image", [True, False], ids=["per-image", "batch"])
 def test_softmax_gradient_matches_finite_differences(check, per_image):
     logits, label = softmax_gradient_inputs()
@@ -221,7 +214,7 @@ def test_softmax_gradient_matches_finite_differences(check, per_image):
           ignore_index=IGNORE, classes="all")  # fmt: skip
 
 
-@GRADIENTS
+@GRADIENT_CHECKS
 def test_hinge_gradient_matches_finite_differences(check):
     logits, label = hinge_gradient_inputs()
     check(jdt_array.lovasz_hinge_loss, logits, label, ignore_index=IGNORE)

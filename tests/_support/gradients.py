@@ -52,3 +52,10 @@ def check_hand_gradient(fn, x: np.ndarray, label, **options) -> None:
     np.testing.assert_allclose(float(loss), float(fn(x, label, **options)), rtol=1e-12)
     expected = central_differences(lambda v: fn(v, label, **options), x)
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+# Which gradient a test checks against finite differences: PyTorch/JAX autodiff of the
+# forward, or the package's hand-derived gradient (NumPy value_and_grad).
+GRADIENT_CHECKS = pytest.mark.parametrize(
+    "check", [check_autodiff, check_hand_gradient], ids=["autodiff", "hand"]
+)
