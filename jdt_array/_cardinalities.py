@@ -18,6 +18,7 @@ import math
 from typing import Any, NamedTuple
 
 from . import _kernels
+from ._activation import activation_vjp, kept_along
 from ._array import Array
 from ._pixels import along_classes, power, spatial_axes
 
@@ -35,12 +36,19 @@ class Prepared(NamedTuple):
     """Checked pixel-level inputs of the statistics, with the probabilities computed."""
 
     xp: Any
-    prob: Array  # softmax(logits) in the accumulation dtype
-    label: Array
+    prob: Array  # the activation of the logits in the accumulation dtype
+    label: Array  # integer ids for the softmax's hard labels, else floating
     keep: Array | None  # keep_mask and the pixels that are not ignore_index
     class_axis: int  # non-negative
     norm: float
-    hard: bool
+    hard: bool  # the label was integer: active_classes_mode_hard applies
+    activation: str | None = "softmax"
+
+    @property
+    def class_ids(self) -> bool:
+        """Whether ``label`` holds class ids for the hard-label kernels (softmax only;
+        the other activations compare with a dense floating label)."""
+        return self.hard and self.activation == "softmax"
 
     @property
     def num_classes(self) -> int:
@@ -57,7 +65,7 @@ def statistics(inputs: Prepared) -> tuple[Statistics, _kernels.Residual]:
     (valid while ``inputs.prob`` is unchanged; ``None`` when nothing was kept)."""
     xp, prob, keep, axis, p = (inputs.xp, inputs.prob, inputs.keep, inputs.class_axis,
                                inputs.norm)  # fmt: skip
-    if inputs.hard:
+    if inputs.class_ids:
         (prob_card, label_card, diff_card), residual = _kernels.hard_statistics(
             xp, prob, inputs.label, keep, axis, p
         )
@@ -66,7 +74,7 @@ def statistics(inputs: Prepared) -> tuple[Statistics, _kernels.Residual]:
     axes = spatial_axes(prob.ndim, axis)
     x, y = prob, _soft_label(inputs)
     if keep is not None:
-        kept = xp.expand_dims(keep, axis=axis)
+        kept = kept_along(xp, keep, x.ndim, axis)
         x, y = xp.where(kept, x, 0.0), xp.where(kept, y, 0.0)
     stats = Statistics(
         prob_card=xp.sum(power(x, p), axis=axes),
@@ -93,7 +101,7 @@ def statistics_vjp(
     caller that owns the probabilities and needs them no more).
     """
     xp, x, axis, p = inputs.xp, inputs.prob, inputs.class_axis, inputs.norm
-    if inputs.hard:
+    if inputs.class_ids:
         return _kernels.hard_statistics_vjp(
             xp, x, inputs.label, inputs.keep, axis, p, g_prob_card, g_diff_card,
             residual=residual, overwrite=overwrite,
@@ -106,7 +114,9 @@ def statistics_vjp(
     d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
     g = g_p * d_pow + g_d * d_diff
     if inputs.keep is not None:
-        g = xp.where(xp.expand_dims(inputs.keep, axis=axis), g, 0.0)
+        g = xp.where(kept_along(xp, inputs.keep, x.ndim, axis), g, 0.0)
+    if inputs.activation != "softmax":
+        return activation_vjp(xp, x, g, inputs.activation)
     return _kernels.softmax_vjp(xp, x, g, axis)
 
 
@@ -126,7 +136,7 @@ def label_vjp(inputs: Prepared, g_label_card: Array, g_diff_card: Array) -> Arra
     d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
     g = g_y * d_card - g_d * d_diff
     if inputs.keep is not None:
-        g = xp.where(xp.expand_dims(inputs.keep, axis=axis), g, 0.0)
+        g = xp.where(kept_along(xp, inputs.keep, x.ndim, axis), g, 0.0)
     return g
 
 

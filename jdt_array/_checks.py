@@ -153,10 +153,14 @@ def check_hard_label_values(
     if kept is not None:
         bad = bad & kept
     if eager_any(xp, bad):
+        # One channel under the softmax is a probability of 1 everywhere.
+        hint = (" (a single-channel logit is binary segmentation: use "
+                "activation='sigmoid')" if num_classes == 1 else "")  # fmt: skip
         raise ValueError(
             f"label holds class ids outside [0, {num_classes}) that are not "
             f"ignore_index={ignore_index!r} (label min {int(xp.min(label))}, max "
-            f"{int(xp.max(label))}); pass ignore_index or keep_mask to drop those pixels"
+            f"{int(xp.max(label))}); pass ignore_index or keep_mask to drop those "
+            f"pixels{hint}"
         )
 
 

@@ -17,7 +17,7 @@ from . import _checks as checks
 from ._array import Array, namespace_of, zero_d
 from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
 from ._tversky import Level, levels, loss_from_levels, statistics_grad
-from .cross_entropy import cross_entropy, cross_entropy_value_and_grad
+from .cross_entropy import activated_cross_entropy, activated_cross_entropy_value_and_grad
 from .jdt import JDTOptions, jdt_loss, jdt_value_and_grad, prepare
 
 __all__ = [
@@ -42,6 +42,7 @@ def ce_jdt_loss(
     ignore_index: int | None = None,
     keep_mask: Array | None = None,
     class_axis: int = 1,
+    activation: str | None = "softmax",
     **jdt_options: Any,
 ) -> Array:
     """``ce_weight * cross_entropy + jdt_weight * jdt_loss`` on the same pixels.
@@ -54,6 +55,9 @@ def ce_jdt_loss(
         logits, label: as in :func:`jdt_array.jdt_loss`.
         ce_weight, jdt_weight: non-negative weights, not both 0.
         ignore_index, keep_mask, class_axis: passed to both losses.
+        activation: as in :func:`jdt_array.jdt_loss`; with ``"sigmoid"`` the
+            cross-entropy is the binary one of every class (see
+            :func:`jdt_array.cross_entropy.activated_cross_entropy`).
         **jdt_options: every other option of :func:`jdt_array.jdt_loss` (e.g.
             ``alpha``, ``beta``, ``mIoUI``, ``gamma`` -- the JDT focal exponent, not
             the cross-entropy's).
@@ -66,8 +70,9 @@ def ce_jdt_loss(
             weights 0, an option :func:`jdt_array.jdt_loss` does not take.
     """
     weights = _mixture_weights(ce_weight, jdt_weight)
-    shared = dict(ignore_index=ignore_index, keep_mask=keep_mask, class_axis=class_axis)
-    parts = (cross_entropy(logits, label, **shared),
+    shared = dict(ignore_index=ignore_index, keep_mask=keep_mask, class_axis=class_axis,
+                  activation=activation)  # fmt: skip
+    parts = (activated_cross_entropy(logits, label, **shared),
              jdt_loss(logits, label, **shared, **jdt_options))  # fmt: skip
     return _mix(namespace_of(logits=logits), weights, parts)
 
@@ -79,8 +84,8 @@ def ce_jdt_value_and_grad(
     ``logits``, by hand: the weighted sum of both parts' values and gradients."""
     args = checks.arguments(ce_jdt_loss, logits, label, options)
     weights = _mixture_weights(args["ce_weight"], args["jdt_weight"])
-    shared = {k: args[k] for k in ("ignore_index", "keep_mask", "class_axis")}
-    ce, g_ce = cross_entropy_value_and_grad(logits, label, **shared)
+    shared = {k: args[k] for k in ("ignore_index", "keep_mask", "class_axis", "activation")}
+    ce, g_ce = activated_cross_entropy_value_and_grad(logits, label, **shared)
     jdt, g_jdt = jdt_value_and_grad(logits, label, **shared, **args["jdt_options"])
     xp = namespace_of(logits=logits)
     return _mix(xp, weights, (ce, jdt)), _mix(xp, weights, (g_ce, g_jdt))
@@ -107,6 +112,7 @@ def generalized_dice_loss(
     class_axis: int = 1,
     per_image: bool = False,
     smooth: float = 1e-3,
+    activation: str | None = "softmax",
 ) -> Array:
     r"""The generalized Dice loss of Sudre et al. (2017) with hard or soft labels.
 
@@ -137,6 +143,8 @@ def generalized_dice_loss(
             batch); True computes the weights and the ratio per image and averages over
             the images that have any label mass in their kept pixels.
         smooth: s >= 0; 0 / 0 (nothing to compare) counts as a perfect score.
+        activation: as in :func:`jdt_array.jdt_loss` (``"sigmoid"`` for binary and
+            multi-label segmentation, ``None`` for probabilities).
 
     Returns:
         A 0-d array like :func:`jdt_array.jdt_loss`; 0 with a zero gradient when no kept
@@ -147,7 +155,7 @@ def generalized_dice_loss(
             ``per_image`` not a bool.
     """
     return _generalized_dice(
-        logits, label, keep_mask, ignore_index, class_axis, per_image, smooth
+        logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation
     ).loss
 
 
@@ -179,7 +187,7 @@ class _GeneralizedDice(NamedTuple):
 
 
 def _generalized_dice(
-    logits, label, keep_mask, ignore_index, class_axis, per_image, smooth
+    logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation
 ) -> _GeneralizedDice:
     """The generalized Dice loss as the core's class-agnostic Dice loss (alpha = beta =
     0.5) with Sudre's weights, and what its gradient needs."""
@@ -197,6 +205,7 @@ def _generalized_dice(
         active_classes_mode_hard="PRESENT",
         active_classes_mode_soft="PRESENT",
         class_agnostic=True,
+        activation=activation,
     )
     inputs = prepare(logits, label, keep_mask, options)
     xp = inputs.xp

@@ -13,10 +13,13 @@ import math
 from typing import Any, NamedTuple
 
 from . import _checks as checks
+from ._activation import check_activation, dense_inputs, kept_along
 from ._array import Array, compute_dtype, namespace_of, zero_d
 from ._pixels import class_mask, kept_pixels, masked_mean
 
 __all__ = [
+    "activated_cross_entropy",
+    "activated_cross_entropy_value_and_grad",
     "cross_entropy",
     "cross_entropy_value_and_grad",
     "kl_div",
@@ -275,4 +278,124 @@ def _pixel_mean_grad(xp, grad, keep, axis):
         return grad / pixels if pixels else grad
     kept = xp.expand_dims(keep, axis=axis)
     count = xp.sum(xp.astype(keep, grad.dtype))
+    return xp.where(kept, grad, 0.0) / xp.where(count > 0, count, 1.0)
+
+
+def activated_cross_entropy(
+    logits: Array,
+    label: Array,
+    *,
+    activation: str | None,
+    ignore_index: int | None = None,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+) -> Array:
+    r"""The cross-entropy that goes with ``activation`` (the CE part of
+    :func:`jdt_array.ce_jdt_loss`), labels as in :func:`jdt_array.jdt_loss`.
+
+    * ``"softmax"``: :func:`cross_entropy`.
+    * ``"sigmoid"``: the binary cross-entropy of every class,
+      :math:`-(y \log \sigma(z) + (1 - y) \log(1 - \sigma(z)))`, written with
+      softplus so that no log sees 0, averaged over the kept (pixel, class) entries
+      (as ``torch.nn.functional.binary_cross_entropy_with_logits``).
+    * ``None`` (``logits`` are probabilities x): the binary cross-entropy of x for one
+      channel, and :math:`-\sum_c y_c \log x_c` averaged over the kept pixels for
+      more; 0 log 0 = 0, and a probability 0 where the label is not gives +inf.
+
+    Example::
+
+        loss = activated_cross_entropy(logits, mask, activation="sigmoid")
+    """
+    if check_activation(activation) == "softmax":
+        return cross_entropy(
+            logits, label, ignore_index=ignore_index, keep_mask=keep_mask,
+            class_axis=class_axis,
+        )  # fmt: skip
+    return _activated_value_and_grad(
+        logits, label, activation, ignore_index, keep_mask, class_axis, with_grad=False
+    )[0]
+
+
+def activated_cross_entropy_value_and_grad(
+    logits: Array, label: Array, **options: Any
+) -> tuple[Array, Array]:
+    r""":func:`activated_cross_entropy` and its gradient, by hand: per entry
+    :math:`\sigma(z) - y` for the sigmoid, :math:`(x - y) / (x (1 - x))` for one
+    channel of probabilities, :math:`-y / x` for several; over the number of kept
+    entries (pixels)."""
+    args = checks.arguments(activated_cross_entropy, logits, label, options)
+    if check_activation(args["activation"]) == "softmax":
+        del args["activation"]
+        return cross_entropy_value_and_grad(**args)
+    return _activated_value_and_grad(**args, with_grad=True)
+
+
+def _activated_value_and_grad(
+    logits, label, activation, ignore_index, keep_mask, class_axis, *, with_grad
+):
+    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
+    checks.check_logits(xp, logits)
+    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
+    checks.check_ignore_index(ignore_index)
+    if keep_mask is not None:
+        checks.check_keep_mask(xp, keep_mask, logits, axis)
+    x, y, keep, _ = dense_inputs(
+        xp, logits, label, keep_mask, axis, activation=activation,
+        ignore_index=ignore_index, check_values=True,
+    )  # fmt: skip
+    kept = None if keep is None else xp.broadcast_to(
+        kept_along(xp, keep, x.ndim, axis), x.shape
+    )  # fmt: skip
+    binary = activation == "sigmoid" or x.shape[axis] == 1
+    if activation == "sigmoid":
+        z = activate_logits(xp, logits, kept, x.dtype)
+        terms = _guarded(xp, y, _softplus(xp, -z)) + _guarded(xp, 1.0 - y, _softplus(xp, z))
+        g = x - y
+    else:  # probabilities: 0 log 0 = 0, and no division where the label removes it
+        terms = _guarded(xp, y, -xp.log(_safe(xp, y, x)))
+        g = xp.where(y > 0, -y / _safe(xp, y, x), 0.0)
+        if binary:
+            rest = 1.0 - y
+            terms = terms + _guarded(xp, rest, -xp.log(_safe(xp, rest, 1.0 - x)))
+            g = g + xp.where(rest > 0, rest / _safe(xp, rest, 1.0 - x), 0.0)
+    if binary:  # a mean over the kept (pixel, class) entries
+        loss = masked_mean(xp, terms, kept)
+        grad = _entry_mean_grad(xp, g, kept) if with_grad else None
+    else:  # a mean over the kept pixels
+        loss = masked_mean(xp, xp.sum(terms, axis=axis), keep)
+        grad = _pixel_mean_grad(xp, g, keep, axis) if with_grad else None
+    if grad is not None:
+        grad = xp.astype(grad, logits.dtype, copy=False)
+    return zero_d(xp, loss), grad
+
+
+def activate_logits(xp, logits, kept, dtype):
+    """The logits in ``dtype``, 0 where not ``kept`` (so that they stay inert)."""
+    z = xp.astype(logits, dtype)
+    return z if kept is None else xp.where(kept, z, 0.0)
+
+
+def _softplus(xp, t):
+    """log(1 + exp(t)) without overflow."""
+    return xp.maximum(t, 0.0) + xp.log1p(xp.exp(-xp.abs(t)))
+
+
+def _guarded(xp, weight, value):
+    """weight * value, and 0 where the weight is 0 (0 log 0 = 0, also for an infinite
+    log)."""
+    return xp.where(weight > 0, weight * value, 0.0)
+
+
+def _safe(xp, weight, value):
+    """``value`` where ``weight`` > 0, else 1: a denominator or log argument whose
+    term the weight removes anyway."""
+    return xp.where(weight > 0, value, 1.0)
+
+
+def _entry_mean_grad(xp, grad, kept):
+    """Scale per-entry gradients for a mean over the kept entries (0 where dropped)."""
+    if kept is None:
+        count = math.prod(grad.shape)
+        return grad / count if count else grad
+    count = xp.sum(xp.astype(kept, grad.dtype))
     return xp.where(kept, grad, 0.0) / xp.where(count > 0, count, 1.0)

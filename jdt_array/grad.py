@@ -21,7 +21,15 @@ from .cross_entropy import (
     kl_div,
     kl_div_value_and_grad,
 )
-from .jdt import dice_loss, jaccard_loss, jdt_loss, jdt_value_and_grad, tversky_loss
+from .jdt import (
+    dice_loss,
+    dice_value_and_grad,
+    jaccard_loss,
+    jaccard_value_and_grad,
+    jdt_loss,
+    jdt_value_and_grad,
+    tversky_loss,
+)
 from .lovasz import (
     lovasz_hinge_loss,
     lovasz_hinge_value_and_grad,
@@ -32,8 +40,8 @@ from .lovasz import (
 # Losses whose gradient is also derived by hand, for libraries without autodiff.
 HAND_GRADIENTS: dict[Callable, Callable] = {
     jdt_loss: jdt_value_and_grad,
-    jaccard_loss: functools.partial(jdt_value_and_grad, alpha=1.0, beta=1.0),
-    dice_loss: functools.partial(jdt_value_and_grad, alpha=0.5, beta=0.5),
+    jaccard_loss: jaccard_value_and_grad,
+    dice_loss: dice_value_and_grad,
     tversky_loss: jdt_value_and_grad,
     cross_entropy: cross_entropy_value_and_grad,
     kl_div: kl_div_value_and_grad,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _checks as checks
+from ._activation import check_activation, dense_inputs, is_hard
 from ._array import Array, compute_dtype, device, namespace_of
 from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
 from ._kernels import softmax
@@ -28,7 +29,9 @@ from ._tversky import levels, loss_from_levels, statistics_grad
 __all__ = [
     "JDTOptions",
     "dice_loss",
+    "dice_value_and_grad",
     "jaccard_loss",
+    "jaccard_value_and_grad",
     "jdt_loss",
     "jdt_statistics",
     "jdt_value_and_grad",
@@ -63,9 +66,11 @@ class JDTOptions:
     active_classes_mode_hard: str = "PRESENT"
     active_classes_mode_soft: str = "ALL"
     class_agnostic: bool = False
+    activation: str | None = "softmax"
 
     def __post_init__(self) -> None:
         checks.check_class_axis(self.class_axis)
+        check_activation(self.activation)
         for name in ("mIoUD", "mIoUI", "mIoUC", "alpha", "beta", "smooth", "threshold"):
             checks.check_real(name, getattr(self, name), low=0.0)
         if self.threshold >= 1:
@@ -116,10 +121,11 @@ def jdt_loss(
     active_classes_mode_hard: str = "PRESENT",
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
+    activation: str | None = "softmax",
     reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
-    r"""The JDT (Jaccard, Dice, Tversky) loss of softmax(logits) against a hard or soft
-    label.
+    r"""The JDT (Jaccard, Dice, Tversky) loss of softmax(logits) (or sigmoid(logits),
+    or given probabilities) against a hard or soft label.
 
     For each image b and class c, with x the probabilities and y the label over the
     kept pixels, the cardinalities are :math:`|v| = \sum_i |v_i|^p` (p = ``norm``) and
@@ -166,6 +172,16 @@ def jdt_loss(
             hard and soft labels.
         class_agnostic: pool tp, fp and fn over all classes (weighted by
             ``class_weights``) before the ratio, one pooled class per image.
+        activation: ``"softmax"`` (one class per pixel); ``"sigmoid"`` (binary and
+            multi-label segmentation: every class an independent foreground
+            probability sigmoid(z), the label shaped like ``logits`` holding 0/1
+            integers or bools (hard) or probabilities (soft); a single channel
+            (B, 1, *spatial) also takes a (B, *spatial) 0/1 label, and an integer
+            label equal to ``ignore_index`` drops that pixel of that class only); or
+            ``None``: ``logits`` already holds probabilities (checked to lie in [0, 1]
+            and, with more than one class, to sum to 1 over the classes; labels as for
+            the softmax, or as for the sigmoid with one channel), and gradients are
+            with respect to them.
         reduce: the hook for data-parallel training: a function that takes a 1-d
             array and returns its sum over all replicas (processes or devices), the
             same on every replica. Everything the loss sums or counts over the batch
@@ -237,28 +253,161 @@ def jdt_value_and_grad(
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
-def jaccard_loss(logits: Array, label: Array, **options: Any) -> Array:
-    """The Jaccard metric loss: :func:`jdt_loss` with ``alpha = beta = 1``.
+def jaccard_loss(
+    logits: Array,
+    label: Array,
+    *,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    mIoUD: float = 1.0,
+    mIoUI: float = 0.0,
+    mIoUC: float = 0.0,
+    gamma: float = 1.0,
+    smooth: float = 1e-3,
+    threshold: float = 0.01,
+    norm: float = 1,
+    log_loss: bool = False,
+    ignore_index: int | None = None,
+    class_weights: Any = None,
+    active_classes_mode_hard: str = "PRESENT",
+    active_classes_mode_soft: str = "ALL",
+    class_agnostic: bool = False,
+    activation: str | None = "softmax",
+    reduce: Callable[[Array], Array] | None = None,
+    **misplaced: Any,
+) -> Array:
+    """The Jaccard metric loss: :func:`jdt_loss` with ``alpha = beta = 1``; optimizes
+    the IoU. Every option means what it means there.
 
-    Takes every other option of :func:`jdt_loss`; optimizes the IoU.
+    Example::
+
+        loss = jaccard_loss(logits, label, ignore_index=255, mIoUI=1.0)
+
+    Raises:
+        TypeError: ``alpha`` or ``beta`` (fixed here; use :func:`tversky_loss`), an
+            unknown option; as :func:`jdt_loss` otherwise.
     """
-    return jdt_loss(logits, label, alpha=1.0, beta=1.0, **options)
+    refuse_weights("jaccard_loss", misplaced)
+    return _named(locals(), alpha=1.0, beta=1.0)
 
 
-def dice_loss(logits: Array, label: Array, **options: Any) -> Array:
-    """The Dice semimetric loss: :func:`jdt_loss` with ``alpha = beta = 0.5``.
+def dice_loss(
+    logits: Array,
+    label: Array,
+    *,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    mIoUD: float = 1.0,
+    mIoUI: float = 0.0,
+    mIoUC: float = 0.0,
+    gamma: float = 1.0,
+    smooth: float = 1e-3,
+    threshold: float = 0.01,
+    norm: float = 1,
+    log_loss: bool = False,
+    ignore_index: int | None = None,
+    class_weights: Any = None,
+    active_classes_mode_hard: str = "PRESENT",
+    active_classes_mode_soft: str = "ALL",
+    class_agnostic: bool = False,
+    activation: str | None = "softmax",
+    reduce: Callable[[Array], Array] | None = None,
+    **misplaced: Any,
+) -> Array:
+    """The Dice semimetric loss: :func:`jdt_loss` with ``alpha = beta = 0.5``;
+    optimizes the Dice score. Every option means what it means there.
 
-    Takes every other option of :func:`jdt_loss`; optimizes the Dice score.
+    Example::
+
+        loss = dice_loss(logits, label, activation="sigmoid")  # binary / multi-label
+
+    Raises:
+        TypeError: ``alpha`` or ``beta`` (fixed here; use :func:`tversky_loss`), an
+            unknown option; as :func:`jdt_loss` otherwise.
     """
-    return jdt_loss(logits, label, alpha=0.5, beta=0.5, **options)
+    refuse_weights("dice_loss", misplaced)
+    return _named(locals(), alpha=0.5, beta=0.5)
 
 
 def tversky_loss(
-    logits: Array, label: Array, *, alpha: float, beta: float, **options: Any
+    logits: Array,
+    label: Array,
+    *,
+    alpha: float,
+    beta: float,
+    keep_mask: Array | None = None,
+    class_axis: int = 1,
+    mIoUD: float = 1.0,
+    mIoUI: float = 0.0,
+    mIoUC: float = 0.0,
+    gamma: float = 1.0,
+    smooth: float = 1e-3,
+    threshold: float = 0.01,
+    norm: float = 1,
+    log_loss: bool = False,
+    ignore_index: int | None = None,
+    class_weights: Any = None,
+    active_classes_mode_hard: str = "PRESENT",
+    active_classes_mode_soft: str = "ALL",
+    class_agnostic: bool = False,
+    activation: str | None = "softmax",
+    reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
-    """The Tversky loss: :func:`jdt_loss` with explicit ``alpha`` (false positives)
-    and ``beta`` (false negatives) weights; every other option as there."""
-    return jdt_loss(logits, label, alpha=alpha, beta=beta, **options)
+    """The Tversky loss: :func:`jdt_loss` with required ``alpha`` (false positives)
+    and ``beta`` (false negatives) weights; every other option as there.
+
+    Example::
+
+        loss = tversky_loss(logits, label, alpha=0.3, beta=0.7)  # recall over precision
+    """
+    return _named(locals(), alpha=alpha, beta=beta)
+
+
+def _named(arguments: Mapping[str, Any], *, alpha: float, beta: float) -> Array:
+    """A named JDT loss from its function's ``locals()`` and its fixed weights."""
+    options = JDTOptions.of({**arguments, "alpha": alpha, "beta": beta})
+    return loss_with_options(
+        arguments["logits"], arguments["label"], options,
+        keep_mask=arguments["keep_mask"], class_weights=arguments["class_weights"],
+        reduce=arguments["reduce"],
+    )  # fmt: skip
+
+
+def refuse_weights(name: str, misplaced: Mapping[str, Any]) -> None:
+    """The error for options a named loss does not take: ``alpha`` and ``beta`` are
+    fixed by the name (and belong to :func:`tversky_loss`)."""
+    if not misplaced:
+        return
+    weights = sorted(set(misplaced) & {"alpha", "beta"})
+    if weights:
+        raise TypeError(
+            f"{name} fixes alpha and beta (got {', '.join(weights)}); for other weights "
+            f"of false positives and negatives use tversky_loss(logits, label, "
+            f"alpha=..., beta=...)"
+        )
+    raise TypeError(
+        f"{name} got unexpected keyword arguments {sorted(misplaced)}; its options are "
+        f"those of jdt_loss"
+    )
+
+
+def jaccard_value_and_grad(
+    logits: Array, label: Array, **options: Any
+) -> tuple[Array, Array]:
+    """:func:`jaccard_loss` and its gradient, by hand (see :func:`jdt_value_and_grad`)."""
+    refuse_weights("jaccard_loss", weights_among(options))
+    return jdt_value_and_grad(logits, label, alpha=1.0, beta=1.0, **options)
+
+
+def dice_value_and_grad(logits: Array, label: Array, **options: Any) -> tuple[Array, Array]:
+    """:func:`dice_loss` and its gradient, by hand (see :func:`jdt_value_and_grad`)."""
+    refuse_weights("dice_loss", weights_among(options))
+    return jdt_value_and_grad(logits, label, alpha=0.5, beta=0.5, **options)
+
+
+def weights_among(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``alpha`` and ``beta`` among ``options`` (for :func:`refuse_weights`)."""
+    return {k: v for k, v in options.items() if k in ("alpha", "beta")}
 
 
 def jdt_statistics(
@@ -299,10 +448,15 @@ def prepare(
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     checks.check_logits(xp, logits)
     axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
-    hard = checks.label_kind(xp, logits, label, axis)
     if keep_mask is not None:
         checks.check_keep_mask(xp, keep_mask, logits, axis)
-
+    if options.activation != "softmax":
+        prob, y, keep, hard = dense_inputs(
+            xp, logits, label, keep_mask, axis, activation=options.activation,
+            ignore_index=options.ignore_index, check_values=check_values,
+        )  # fmt: skip
+        return Prepared(xp, prob, y, keep, axis, options.norm, hard, options.activation)
+    hard = checks.label_kind(xp, logits, label, axis)
     keep = keep_mask
     if hard:
         if check_values:
@@ -343,7 +497,7 @@ def loss_with_options(
     else:
         stats = Statistics(*statistics_fn(logits, label, keep_mask, options))
         # statistics_fn has checked the label
-        hard = namespace_of(logits=logits).isdtype(label.dtype, "integral")
+        hard = is_hard(namespace_of(logits=logits), label)
     xp = namespace_of(logits=logits)
     weights = _class_weights(
         xp, class_weights, stats.prob_card.shape[1], stats.prob_card, logits

@@ -19,7 +19,7 @@ import jax
 
 from .._cardinalities import label_vjp, statistics, statistics_vjp
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
-from ..jdt import JDTOptions, loss_with_options, prepare
+from ..jdt import JDTOptions, loss_with_options, prepare, refuse_weights, weights_among
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
 from ..metrics import BatchStatistics
@@ -59,7 +59,9 @@ def _lean_statistics(options: JDTOptions) -> Callable:
         inputs = prepare(logits, label, keep_mask, options, check_values=False)
         g_label = None  # an integer label has no gradient
         if not inputs.hard:  # a soft label may be trained too: its own gradient
-            g_label = label_vjp(inputs, g_label_card, g_diff_card).astype(label.dtype)
+            g_label = label_vjp(inputs, g_label_card, g_diff_card)
+            # A (B, *spatial) label of one sigmoid channel was given the class axis.
+            g_label = g_label.reshape(label.shape).astype(label.dtype)
         grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
         return grad.astype(logits.dtype), g_label, None
 
@@ -112,11 +114,13 @@ def _reduce(axis_name: Any) -> Callable | None:
 
 def jaccard_loss(logits: jax.Array, label: jax.Array, **options: Any) -> jax.Array:
     """:func:`jdt_array.jaccard_loss` with the hand-derived ``custom_vjp``."""
+    refuse_weights("jaccard_loss", weights_among(options))
     return jdt_loss(logits, label, alpha=1.0, beta=1.0, **options)
 
 
 def dice_loss(logits: jax.Array, label: jax.Array, **options: Any) -> jax.Array:
     """:func:`jdt_array.dice_loss` with the hand-derived ``custom_vjp``."""
+    refuse_weights("dice_loss", weights_among(options))
     return jdt_loss(logits, label, alpha=0.5, beta=0.5, **options)
 
 

@@ -15,6 +15,16 @@ def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     return z / z.sum(axis=axis, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(np.asarray(logits, dtype=np.float64) / 2.0))
+
+
+def activate(logits: np.ndarray, axis: int, activation) -> np.ndarray:
+    if activation == "softmax":
+        return softmax(logits, axis)
+    return sigmoid(logits) if activation == "sigmoid" else logits.astype(np.float64)
+
+
 def to_channels_first(a: np.ndarray, class_axis: int) -> np.ndarray:
     return np.moveaxis(a, class_axis, 1)
 
@@ -40,20 +50,31 @@ def jdt_loss_reference(
     active_classes_mode_hard="PRESENT",
     active_classes_mode_soft="ALL",
     class_agnostic=False,
+    activation="softmax",
 ) -> float:
     logits = np.asarray(logits, dtype=np.float64)
-    prob = to_channels_first(softmax(logits, class_axis), class_axis)
+    prob = to_channels_first(activate(logits, class_axis, activation), class_axis)
     B, C = prob.shape[:2]
     prob = prob.reshape(B, C, -1)
     label = np.asarray(label)
-    hard = label.dtype.kind in "iu"
-    keep = np.ones((B, prob.shape[2]), dtype=bool)
+    hard = label.dtype.kind in "iub"
+    # Which (image, class, pixel) entries count.
+    keep = np.ones(prob.shape, dtype=bool)
     if keep_mask is not None:
-        keep &= np.asarray(keep_mask).reshape(B, -1)
-    if hard:
+        keep &= np.asarray(keep_mask).reshape(B, 1, -1)
+    independent = activation == "sigmoid" or (activation is None and C == 1)
+    if independent:  # every class its own 0/1 (or soft) label
+        if label.ndim == logits.ndim - 1:
+            label = np.expand_dims(label, class_axis)
+        flat = to_channels_first(label, class_axis).reshape(B, C, -1)
+        if hard and ignore_index is not None:
+            keep &= flat != ignore_index
+        y = flat.astype(np.float64)
+        mode = active_classes_mode_hard if hard else active_classes_mode_soft
+    elif hard:
         flat = label.reshape(B, -1)
         if ignore_index is not None:
-            keep &= flat != ignore_index
+            keep &= (flat != ignore_index)[:, None]
         y = np.zeros_like(prob)
         for c in range(C):
             y[:, c] = flat == c
@@ -62,8 +83,8 @@ def jdt_loss_reference(
         y = to_channels_first(label.astype(np.float64), class_axis).reshape(B, C, -1)
         mode = active_classes_mode_soft
     # Dropped pixels are left out by selection: whatever they hold (NaN too) is inert.
-    x = np.where(keep[:, None], prob, 0.0)
-    y = np.where(keep[:, None], y, 0.0)
+    x = np.where(keep, prob, 0.0)
+    y = np.where(keep, y, 0.0)
 
     def card(v):
         return np.sum(np.abs(v) ** norm, axis=2)

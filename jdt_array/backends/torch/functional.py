@@ -62,7 +62,9 @@ class _LeanStatistics(torch.autograd.Function):
             inputs = prepare(logits, label, keep_mask, ctx.options, check_values=False)
         g_label = None
         if ctx.needs_input_grad[1]:  # before statistics_vjp overwrites the probabilities
-            g_label = label_vjp(inputs, g_label_card, g_diff_card).to(label.dtype)
+            g_label = label_vjp(inputs, g_label_card, g_diff_card)
+            # A (B, *spatial) label of one sigmoid channel was given the class axis.
+            g_label = g_label.reshape(label.shape).to(label.dtype)
         grad = statistics_vjp(
             inputs, g_prob_card, g_diff_card, residual=residual, overwrite=True
         )

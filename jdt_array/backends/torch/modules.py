@@ -13,7 +13,7 @@ import torch
 
 from ...compound import CE_WEIGHT, JDT_WEIGHT, ce_jdt_loss, generalized_dice_loss
 from ...cross_entropy import cross_entropy, kl_div
-from ...jdt import JDTOptions
+from ...jdt import JDTOptions, refuse_weights, weights_among
 from ...lovasz import check_syncable, lovasz_hinge_loss, lovasz_softmax_loss
 from .functional import check_backward, check_sync, loss_with, replica_sum
 
@@ -32,7 +32,9 @@ class JDTLoss(torch.nn.Module):
 
     Same constructor and ``forward(logits, label, keep_mask=None)``; the options mean
     what they mean in :func:`jdt_array.jdt_loss`. Extra keyword-only arguments:
-    ``class_axis`` (1 or -1), ``class_agnostic``, ``backward`` ("vjp" or "autodiff"),
+    ``class_axis`` (1 or -1), ``class_agnostic``, ``activation`` ("softmax",
+    "sigmoid" for binary / multi-label, None for probabilities), ``backward`` ("vjp"
+    or "autodiff"),
     and ``sync_stats`` / ``process_group`` for data-parallel training (see
     :func:`jdt_loss` here: every rank gets the global-batch loss, and a
     ``DistributedDataParallel`` step equals the single-process step on the global
@@ -58,6 +60,7 @@ class JDTLoss(torch.nn.Module):
         *,
         class_axis: int = 1,
         class_agnostic: bool = False,
+        activation: str | None = "softmax",
         backward: str = "vjp",
         sync_stats: bool = False,
         process_group: Any = None,
@@ -93,6 +96,7 @@ class JaccardLoss(JDTLoss):
     """The Jaccard metric loss module: :class:`JDTLoss` with ``alpha = beta = 1``."""
 
     def __init__(self, **options: Any) -> None:
+        refuse_weights("JaccardLoss", weights_among(options))
         super().__init__(alpha=1.0, beta=1.0, **options)
 
 
@@ -100,6 +104,7 @@ class DiceLoss(JDTLoss):
     """The Dice semimetric loss module: :class:`JDTLoss` with ``alpha = beta = 0.5``."""
 
     def __init__(self, **options: Any) -> None:
+        refuse_weights("DiceLoss", weights_among(options))
         super().__init__(alpha=0.5, beta=0.5, **options)
 
 
@@ -178,12 +183,14 @@ class GeneralizedDiceLoss(_Loss):
         class_axis: int = 1,
         per_image: bool = False,
         smooth: float = 1e-3,
+        activation: str | None = "softmax",
     ) -> None:
         super().__init__(
             ignore_index=ignore_index,
             class_axis=class_axis,
             per_image=per_image,
             smooth=smooth,
+            activation=activation,
         )
 
     def forward(self, logits, label, keep_mask=None):
