@@ -72,6 +72,7 @@ CHANGED = {
     "beta": 0.7, "gamma": 2.0, "smooth": 0.5, "threshold": 0.5, "norm": 2,
     "log_loss": True, "ignore_index": 2, "active_classes_mode_hard": "ALL",
     "active_classes_mode_soft": "PRESENT", "class_agnostic": True,
+    "activation": "sigmoid",
 }  # fmt: skip
 
 
@@ -84,6 +85,8 @@ def _inputs(name):
         weak = 0.0 if name == "active_classes_mode_soft" else 0.1  # absent / below 0.5
         soft = rng.random(shape) * np.array([1.0, 1.0, weak])[:, None, None]
         return logits, soft / soft.sum(axis=1, keepdims=True)
+    if name == "activation":  # a multi-label 0/1 label shaped like the logits
+        return logits, rng.integers(0, 2, size=shape)
     label = rng.integers(0, 3, size=(2, 4, 5))
     if name == "active_classes_mode_hard":
         label = np.where(label == 2, 0, label)  # class 2 absent: "ALL" counts it
@@ -100,7 +103,7 @@ def test_every_option_reaches_the_loss_in_every_form(name):
     base = {"active_classes_mode_soft": "PRESENT"} if name == "threshold" else {}
     options = {**base, name: CHANGED[name]}
     value = float(jdt_array.jdt_loss(logits, label, **options))
-    if name != "class_axis":  # (the default axis does not fit these logits)
+    if name not in ("class_axis", "activation"):  # (the defaults do not fit the inputs)
         assert value != float(jdt_array.jdt_loss(logits, label, **base))  # it acts
     jt = pytest.importorskip("jdt_array.backends.torch")
     import torch

@@ -1,0 +1,196 @@
+"""The Keras checks, run as ``python keras_checks.py <check>`` in a process of its own
+with ``KERAS_BACKEND`` set (Keras fixes its backend when it is first imported), by
+tests/test_keras.py. Each check raises AssertionError with the values it compared."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+import jdt_array
+from jdt_array.backends import keras as jk
+
+B, H, W, C = 4, 6, 6, 3
+rng = np.random.default_rng(3)
+IGNORE = 255
+
+
+def close(got, want, what, rtol=2e-5, atol=2e-6):
+    got = float(keras.ops.convert_to_numpy(got))
+    assert np.isclose(got, want, rtol=rtol, atol=atol), f"{what}: {got} != {want}"
+
+
+def inputs():
+    logits = rng.normal(scale=2.0, size=(B, H, W, C)).astype("float32")
+    label = rng.integers(0, C, size=(B, H, W)).astype("int32")
+    label[0, :2] = IGNORE
+    return logits, label
+
+
+def check_losses_match_the_functional_forms():
+    z, y = inputs()
+    z64 = z.astype(np.float64)
+    cases = [
+        (jk.JDTLoss(mIoUI=1.0, ignore_index=IGNORE), jdt_array.jdt_loss,
+         dict(mIoUI=1.0, ignore_index=IGNORE)),
+        (jk.JaccardLoss(ignore_index=IGNORE, class_weights=[1.0, 2.0, 0.5]),
+         jdt_array.jaccard_loss, dict(ignore_index=IGNORE, class_weights=[1.0, 2.0, 0.5])),
+        (jk.TverskyLoss(alpha=0.3, beta=0.7, ignore_index=IGNORE), jdt_array.tversky_loss,
+         dict(alpha=0.3, beta=0.7, ignore_index=IGNORE)),
+        (jk.LovaszSoftmaxLoss(ignore_index=IGNORE, per_image=True),
+         jdt_array.lovasz_softmax_loss, dict(ignore_index=IGNORE, per_image=True)),
+        (jk.CEJDTLoss(ignore_index=IGNORE, mIoUC=1.0), jdt_array.ce_jdt_loss,
+         dict(ignore_index=IGNORE, mIoUC=1.0)),
+    ]  # fmt: skip
+    for loss, fn, options in cases:
+        want = float(fn(z64, y.astype(np.int64), class_axis=-1, **options))
+        close(loss(y, z), want, type(loss).__name__)
+        # Labels as SparseCategoricalCrossentropy takes them: (B, H, W, 1).
+        close(loss(y[..., None], z), want, f"{type(loss).__name__} (B, H, W, 1)")
+
+
+def check_sigmoid_losses_take_binary_masks():
+    z = rng.normal(size=(B, H, W, 1)).astype("float32")
+    mask = (rng.random((B, H, W)) < 0.4).astype("int32")
+    want = float(jdt_array.dice_loss(z.astype(np.float64), mask, class_axis=-1,
+                                     activation="sigmoid"))  # fmt: skip
+    loss = jk.DiceLoss(activation="sigmoid")
+    close(loss(mask, z), want, "DiceLoss (B, H, W)")
+    close(loss(mask[..., None], z), want, "DiceLoss (B, H, W, 1)")
+    z3 = rng.normal(size=(B, H, W, C)).astype("float32")
+    multi = (rng.random((B, H, W, C)) < 0.4).astype("int32")
+    want = float(jdt_array.ce_jdt_loss(z3.astype(np.float64), multi, class_axis=-1,
+                                       activation="sigmoid"))  # fmt: skip
+    close(jk.CEJDTLoss(activation="sigmoid")(multi, z3), want, "CEJDTLoss sigmoid")
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    inputs_ = keras.Input((H, W, 2))
+    hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs_)
+    return keras.Model(inputs_, keras.layers.Conv2D(C, 1)(hidden))
+
+
+def data():
+    x = rng.normal(size=(B, H, W, 2)).astype("float32")
+    return x, inputs()[1]
+
+
+def check_fit_optimizes_the_loss_of_the_batch():
+    x, y = data()
+    model = tiny_model()
+    loss = jk.CEJDTLoss(ignore_index=IGNORE, mIoUI=0.5)
+    # "auto": XLA on JAX; eager on PyTorch (torch.compile of this fit passes too, but
+    # takes 85 s on a 2-core CPU; the losses under torch.compile are tested in
+    # test_torch_compile.py).
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss, jit_compile="auto")
+    before = [w.copy() for w in model.get_weights()]
+    want = float(loss(y, model.predict(x, verbose=0)))
+    history = model.fit(x, y, batch_size=B, epochs=2, verbose=0, shuffle=False)
+    # The first step reports the loss at the initial weights, on the whole batch.
+    close(history.history["loss"][0], want, "first fit step", rtol=1e-4, atol=1e-5)
+    assert history.history["loss"][1] < history.history["loss"][0], history.history
+    after = model.get_weights()
+    assert all(np.all(np.isfinite(w)) for w in after)
+    changed = [not np.allclose(a, b) for a, b in zip(after, before, strict=True)]
+    assert any(changed), "no update"
+
+
+def check_a_saved_model_reloads_with_its_loss_and_metrics():
+    x, y = data()
+    model = tiny_model()
+    model.compile(
+        optimizer="sgd", loss=jk.JaccardLoss(ignore_index=IGNORE, mIoUI=1.0, gamma=1.5),
+        metrics=[jk.FineGrainedMeanIoU(C, level="C", ignore_index=IGNORE)],
+    )  # fmt: skip
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    want = model.evaluate(x, y, batch_size=B, verbose=0, return_dict=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+    got = loaded.evaluate(x, y, batch_size=B, verbose=0, return_dict=True)
+    assert type(loaded.loss) is jk.JaccardLoss, type(loaded.loss)
+    assert loaded.loss.get_config() == model.loss.get_config()
+    for key in want:
+        close(got[key], want[key], f"reloaded {key}", rtol=1e-6)
+    for cls in (jk.JDTLoss, jk.DiceLoss, jk.LovaszSoftmaxLoss, jk.CEJDTLoss):
+        loss = cls(class_axis=-1, ignore_index=7)
+        again = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(again) is cls and again.get_config() == loss.get_config(), cls
+
+
+def check_metrics_match_fine_grained_metrics_in_compiled_evaluation():
+    x, y = data()
+    model = tiny_model()
+    metrics = [jk.FineGrainedMeanIoU(C, level=lv, ignore_index=IGNORE) for lv in "DIC"]
+    metrics += [jk.FineGrainedMeanDice(C, level="I", ignore_index=IGNORE),
+                jk.FineGrainedMeanAccuracy(C, level="C", ignore_index=IGNORE)]
+    # Compiled on JAX (XLA), eager on PyTorch (see above).
+    model.compile(loss=jk.JDTLoss(ignore_index=IGNORE), metrics=metrics, jit_compile="auto")
+    got = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)  # two updates
+    reference = jdt_array.metrics.FineGrainedMetrics(C, ignore_index=IGNORE)
+    reference.update(model.predict(x, batch_size=2, verbose=0), y, class_axis=-1)
+    want = reference.compute()
+    for key in ("mIoUD", "mIoUI", "mIoUC", "mDiceI", "mAccC"):
+        close(got[key], want[key], key, rtol=1e-5)
+    metric = metrics[1]
+    metric.reset_state()
+    assert np.isnan(float(keras.ops.convert_to_numpy(metric.result())))
+
+
+def check_binary_metrics_follow_the_binary_rules():
+    prob = rng.random((B, H, W, 2)).astype("float32")
+    label = (rng.random((B, H, W)) < 0.2).astype("int32")
+    label[1] = 0  # an image without foreground in the label
+    prob[1, ..., 1] = 0.0  # nor in the prediction: it scores 1 at level I
+    reference = jdt_array.metrics.FineGrainedMetrics(2, binary=True)
+    reference.update(prob, label, class_axis=-1)
+    want = reference.compute()
+    for level in "DIC":
+        metric = jk.FineGrainedMeanDice(2, level=level, binary=True)
+        metric.update_state(label[:2], prob[:2])
+        metric.update_state(label[2:, ..., None], prob[2:])
+        close(metric.result(), want[f"mDice{level}"], f"binary mDice{level}")
+
+
+def check_errors_name_what_to_do():
+    z, y = inputs()
+    try:
+        jk.JaccardLoss(alpha=0.3)
+    except TypeError as err:
+        assert "alpha" in str(err), err
+    else:
+        raise AssertionError("JaccardLoss(alpha=0.3) did not raise")
+    try:
+        jk.JDTLoss()(y, z, sample_weight=np.ones(B))
+    except ValueError as err:
+        assert "class_weights" in str(err), err
+    else:
+        raise AssertionError("sample_weight was not refused")
+    backend = keras.backend.backend
+    keras.backend.backend = lambda: "tensorflow"
+    try:
+        for make in (jk.JDTLoss, lambda: jk.FineGrainedMeanIoU(3)):
+            try:
+                make()
+            except RuntimeError as err:
+                assert "KERAS_BACKEND=jax" in str(err) and "torch" in str(err), err
+            else:
+                raise AssertionError("the TensorFlow backend was not refused")
+    finally:
+        keras.backend.backend = backend
+
+
+if __name__ == "__main__":
+    assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
+    names = sys.argv[1:] or [n for n in dir() if n.startswith("check_")]
+    for name in names:
+        start = time.perf_counter()
+        globals()[name]()
+        print(f"ok {name} ({time.perf_counter() - start:.1f} s)")
