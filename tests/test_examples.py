@@ -39,7 +39,8 @@ def falls(losses: list[float], window: int = 5) -> bool:
 
 
 def test_every_example_is_tested():
-    tested = {"gradient_check", "torch_training", "torch_soft_labels", "jax_prototyping"}
+    tested = {"gradient_check", "torch_training", "torch_soft_labels", "jax_prototyping",
+              "lightning_training"}  # fmt: skip
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -132,3 +133,13 @@ def test_jax_example_with_optax():
     result = load("jax_prototyping").main(["--steps", "20", "--optimizer", "optax"])
     assert result["optimizer"] == "optax.adam"
     assert falls(result["losses"])
+
+
+def test_lightning_training_lowers_the_loss_and_logs_a_rising_miou(one_torch_thread):
+    pytest.importorskip("lightning")
+    pytest.importorskip("torchmetrics")
+    result = load("lightning_training").main(["--epochs", "4"])
+    assert falls(result["losses"])
+    # Logged with self.log_dict from the torchmetrics metric's compute().
+    for key in ("mIoUD", "mIoUI", "mIoUC"):
+        assert result["after"][key] > result["before"][key] + 20, key
