@@ -288,8 +288,9 @@ def test_named_losses_list_their_options():
     jdt_options = set(inspect.signature(jdt_array.jdt_loss).parameters)
     for fn in (jdt_array.jaccard_loss, jdt_array.dice_loss, jdt_array.tversky_loss):
         named = set(inspect.signature(fn).parameters) - {"misplaced"}
-        want = jdt_options if fn is jdt_array.tversky_loss else jdt_options - {"alpha",
-                                                                              "beta"}
+        want = (
+            jdt_options if fn is jdt_array.tversky_loss else jdt_options - {"alpha", "beta"}
+        )
         assert named == want, fn.__name__
 
 

@@ -129,8 +129,10 @@ def check_metrics_match_fine_grained_metrics_in_compiled_evaluation():
     x, y = data()
     model = tiny_model()
     metrics = [jk.FineGrainedMeanIoU(C, level=lv, ignore_index=IGNORE) for lv in "DIC"]
-    metrics += [jk.FineGrainedMeanDice(C, level="I", ignore_index=IGNORE),
-                jk.FineGrainedMeanAccuracy(C, level="C", ignore_index=IGNORE)]
+    metrics += [
+        jk.FineGrainedMeanDice(C, level="I", ignore_index=IGNORE),
+        jk.FineGrainedMeanAccuracy(C, level="C", ignore_index=IGNORE),
+    ]
     # Compiled on JAX (XLA), eager on PyTorch (see above).
     model.compile(loss=jk.JDTLoss(ignore_index=IGNORE), metrics=metrics, jit_compile="auto")
     got = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)  # two updates
