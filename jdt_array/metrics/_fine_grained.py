@@ -383,13 +383,15 @@ def _numpy(x: Array) -> np.ndarray:
 def _raise_bad_values(stats: BatchStatistics, options: MetricOptions) -> None:
     """Raise for the invalid pixels that :func:`batch_statistics` counted."""
     xp = namespace_of(bad_label=stats.bad_label)
-    if eager_any(xp, stats.bad_label > 0):
+    bad_label = (f"label holds class ids outside [0, {options.num_classes}) that are "
+                 f"not ignore_index={options.ignore_index!r}")  # fmt: skip
+    if eager_any(xp, stats.bad_label > 0, bad_label):
         raise ValueError(
             f"label holds {int(xp.sum(stats.bad_label))} pixels with class ids outside "
             f"[0, {options.num_classes}) that are not ignore_index="
             f"{options.ignore_index!r}; pass ignore_index to drop them"
         )
-    if eager_any(xp, stats.bad_prediction > 0):
+    if eager_any(xp, stats.bad_prediction > 0, "prob_or_pred holds invalid values"):
         count = int(xp.sum(stats.bad_prediction))
         if options.calibration:
             raise ValueError(
