@@ -3,7 +3,21 @@ import os
 # The float64 reference comparisons need JAX in double precision; set before any import.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 
-import pytest
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# The Triton kernels run on CPU tensors in Triton's interpreter, which has to be on
+# before triton is first imported; where CUDA is, they run compiled instead.
+if "TRITON_INTERPRET" not in os.environ and not _has_cuda():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
 
 # The helpers' asserts (backends.run, metrics.assert_matches, ...) report their values
 # like the tests' own; registered before anything imports _support.

@@ -18,8 +18,8 @@ read in place. Dropped pixels (``keep`` false, ``ignore_index``, the tail of a b
 are removed by selection, never by multiplying with 0, so NaN or inf there stays
 inert. Everything accumulates in float32; the gradient is stored in the output's dtype.
 
-This module is imported twice by ``torch_fused.py``: compiled for CUDA tensors, and
-with Triton's interpreter on for CPU tensors (``TRITON_INTERPRET=1``, the tests).
+Compiled for CUDA tensors; with ``TRITON_INTERPRET=1`` in the environment before
+``triton`` is imported, Triton interprets them on CPU tensors (how the tests run them).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _power(v, p, L1: tl.constexpr):
     """v^p for v >= 0 (0 at v = 0, as p >= 1); the identity for the L1 norm."""
     if L1:
         return v
-    return tl.where(v > 0, tl.exp2(p * tl.log2(v)), 0.0)
+    return tl.where(v > 0, tl.exp2(p * tl.log2(tl.where(v > 0, v, 1.0))), 0.0)
 
 
 @triton.jit
@@ -45,7 +45,7 @@ def _power_slope(v, p, L1: tl.constexpr):
     """d v^p / dv = p v^(p - 1) for v >= 0 (1 for the L1 norm)."""
     if L1:
         return tl.full(v.shape, 1.0, tl.float32)
-    return tl.where(v > 0, p * tl.exp2((p - 1.0) * tl.log2(v)), 0.0)
+    return tl.where(v > 0, p * tl.exp2((p - 1.0) * tl.log2(tl.where(v > 0, v, 1.0))), 0.0)
 
 
 @triton.jit

@@ -8,10 +8,8 @@ Nothing here reads a tensor's values: every launch is asynchronous on CUDA.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import os
-import pathlib
 from typing import Any, NamedTuple
 
 import torch
@@ -27,45 +25,47 @@ _MAX_PIXELS = 1024
 
 
 @functools.cache
-def _kernels(interpret: bool) -> Any:
-    """The kernel module: compiled (CUDA) or a second copy built with Triton's
-    interpreter on (CPU tensors), so both can run in one process."""
+def _kernels() -> Any:
+    """The kernel module (``triton_jdt``), imported on first use."""
     try:
-        import triton
+        from . import triton_jdt
     except ImportError as err:
         raise ImportError(
             "JDT_ARRAY_TORCH_KERNEL=triton needs Triton; install it with "
             "pip install 'jdt-array[triton]'"
         ) from err
-    if not interpret:
-        from . import triton_jdt
+    return triton_jdt
 
-        return triton_jdt
-    path = pathlib.Path(__file__).with_name("triton_jdt.py")
-    spec = importlib.util.spec_from_file_location(f"{__package__}._triton_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    before = triton.knobs.runtime.interpret
-    triton.knobs.runtime.interpret = True  # read when the kernels are decorated
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        triton.knobs.runtime.interpret = before
-    return module
+
+def _interpreting() -> bool:
+    """Whether Triton runs in its interpreter: ``TRITON_INTERPRET=1`` was set before
+    ``triton`` was imported (its own library functions are interpreted then too)."""
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(standard.sum, InterpretedFunction)
 
 
 def _kernels_for(tensor: torch.Tensor) -> Any:
     kind = tensor.device.type
+    kernels = _kernels()
     if kind == "cuda":
-        return _kernels(interpret=False)
+        return kernels
     if kind == "cpu":
         if os.environ.get("TRITON_INTERPRET") != "1":
             raise RuntimeError(
                 "JDT_ARRAY_TORCH_KERNEL=triton runs its kernels on CUDA tensors; on CPU "
                 "tensors only in Triton's interpreter, which is slow and meant for "
-                "tests: set TRITON_INTERPRET=1, or JDT_ARRAY_TORCH_KERNEL=auto for the "
-                "native CPU kernels"
+                "tests: set TRITON_INTERPRET=1 before triton is imported, or "
+                "JDT_ARRAY_TORCH_KERNEL=auto for the native CPU kernels"
             )
-        return _kernels(interpret=True)
+        if not _interpreting():
+            raise RuntimeError(
+                "TRITON_INTERPRET=1 was set after triton was imported, so Triton is "
+                "not in its interpreter and cannot run on CPU tensors: set it in the "
+                "environment of the process (before anything imports triton)"
+            )
+        return kernels
     raise RuntimeError(
         f"JDT_ARRAY_TORCH_KERNEL=triton runs on CUDA tensors (and CPU tensors under "
         f"TRITON_INTERPRET=1), got a tensor on {tensor.device}; use "
@@ -165,8 +165,9 @@ def statistics(
     block_c, block_n = inputs.block
     device = logits.device
     if b * n == 0:
-        zeros = [torch.zeros((b, c), dtype=torch.float32, device=device) for _ in range(4)]
-        return (*zeros, *(torch.zeros(b, dtype=torch.float32, device=device),) * 2)
+        cards = [torch.zeros((b, c), dtype=torch.float32, device=device) for _ in range(4)]
+        return (*cards, *[torch.zeros(b, dtype=torch.float32, device=device)
+                          for _ in range(2)])  # fmt: skip
     runs = max(1, min(_cdiv(n, block_n), _cdiv(_programs(device), b)))
     per_run = _cdiv(_cdiv(n, runs), block_n) * block_n
     runs = _cdiv(n, per_run)
@@ -179,11 +180,11 @@ def statistics(
         0 if ignore_index is None else ignore_index, float(norm), per_run,
         *_strides(inputs), **inputs.flags, BLOCK_C=block_c, BLOCK_N=block_n,
     )  # fmt: skip
-    sums = partial[:, :, :3].sum(0)
-    label_max = partial[:, :, 3].amax(0)
+    # Fresh tensors each (an operator's outputs may not alias one another).
+    sums = partial[:, :, :3].sum(0).unbind(1)
     ce_sum, count = ce.sum(0).unbind(1)
-    return (sums[:, 0].contiguous(), sums[:, 1].contiguous(), sums[:, 2].contiguous(),
-            label_max, ce_sum.contiguous(), count.contiguous())  # fmt: skip
+    label_max = partial[:, :, 3].amax(0)
+    return (*[s.clone() for s in sums], label_max, ce_sum.clone(), count.clone())
 
 
 def gradient(
