@@ -1,9 +1,10 @@
-"""The Triton kernels (``JDT_ARRAY_TORCH_KERNEL=triton``) on CPU tensors, in Triton's
-interpreter: their statistics and gradients against float64 formulas written here
-from the definitions, the losses against the float64 references and the other kernel
-sets, the cases they decline, and their errors.
+"""The Triton kernels (``JDT_ARRAY_TORCH_KERNEL=triton``): their statistics and
+gradients against float64 formulas written here from the definitions, the losses
+against the float64 references and the other kernel sets, the cases they decline, and
+their errors.
 
-On CUDA the same kernels run compiled; ``test_cuda.py`` covers that where a GPU is.
+Where CUDA is, the tests run the compiled kernels on CUDA tensors; elsewhere (CI) on
+CPU tensors in Triton's interpreter, which ``conftest.py`` turns on.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from jdt_array._kernels import triton_launch  # noqa: E402
 from jdt_array.backends import torch as jt  # noqa: E402
 
 IGNORE = 255
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture
 def triton_kernels(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("JDT_ARRAY_TORCH_KERNEL", "triton")
 
 
@@ -38,6 +39,8 @@ def triton_kernels(monkeypatch):
 def reference_statistics(logits, label, keep, class_axis, norm, ignore_index):
     """(|x|^p, |y|^p, |x - y|^p, max y) per (image, class) and the cross-entropy sum
     and kept-pixel count per image, in float64 with autograd, by explicit loops."""
+    logits, label = logits.cpu(), label.cpu()
+    keep = None if keep is None else keep.cpu()
     z = logits.double().movedim(class_axis, 1)
     b, c = z.shape[:2]
     n = math.prod(z.shape[2:])
@@ -77,7 +80,8 @@ def make_case(shape, class_axis, *, hard, keep, ignore, dtype, seed=0):
     else:
         label = torch.softmax(3 * torch.randn(shape, generator=g), dim=axis).to(dtype)
     keep_mask = torch.rand(pixel_shape, generator=g) < 0.7 if keep else None
-    return logits, label, keep_mask
+    on = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
+    return on(logits), on(label), on(keep_mask)
 
 
 SHAPES = {
@@ -109,9 +113,8 @@ TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 def _close(actual, expected, tol):
     atol = tol * max(1.0, expected.numel() ** 0.5)
-    np.testing.assert_allclose(
-        actual.detach().double().numpy(), expected.detach().numpy(), rtol=tol, atol=atol
-    )
+    got = actual.detach().cpu().double().numpy()
+    np.testing.assert_allclose(got, expected.detach().numpy(), rtol=tol, atol=atol)
 
 
 @pytest.mark.parametrize("shape, class_axis, hard, keep, ignore, norm, dtype", CASES)
@@ -125,7 +128,7 @@ def test_fused_statistics_and_gradient_equal_float64_formulas(
     z = logits.clone().requires_grad_(True)
     got = torch.ops.jdt_array.fused_statistics(z, label, keep_mask, axis, float(norm),
                                                ignore_index)  # fmt: skip
-    z64 = logits.double().requires_grad_(True)
+    z64 = logits.cpu().double().requires_grad_(True)
     want = reference_statistics(z64, label, keep_mask, axis, norm, ignore_index)
     tol = TOLERANCE[dtype]
     for g, w in zip(got, want, strict=True):
@@ -135,7 +138,7 @@ def test_fused_statistics_and_gradient_equal_float64_formulas(
     gen = torch.Generator().manual_seed(1)
     weights = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in want]
     used = (0, 2, 4)  # |x|, |x - y|, cross-entropy (the others are constant in z)
-    total = sum((got[i].double() * weights[i]).sum() for i in used)
+    total = sum((got[i].double().cpu() * weights[i]).sum() for i in used)
     total_ref = sum((want[i] * weights[i]).sum() for i in used)
     (grad,) = torch.autograd.grad(total, z)
     (grad_ref,) = torch.autograd.grad(total_ref, z64)
@@ -144,8 +147,8 @@ def test_fused_statistics_and_gradient_equal_float64_formulas(
 
 
 def test_a_fully_ignored_batch_gives_zero_statistics_and_gradient(triton_kernels):
-    logits = torch.randn(2, 4, 5, 6, requires_grad=True)
-    label = torch.full((2, 5, 6), IGNORE)
+    logits = torch.randn(2, 4, 5, 6, device=DEVICE, requires_grad=True)
+    label = torch.full((2, 5, 6), IGNORE, device=DEVICE)
     stats = torch.ops.jdt_array.fused_statistics(logits, label, None, 1, 1.0, IGNORE)
     assert all(float(s.abs().sum()) == 0 for s in stats)
     (grad,) = torch.autograd.grad(stats[0].sum() + stats[2].sum() + stats[4].sum(), logits)
@@ -156,8 +159,8 @@ def test_nan_and_inf_at_dropped_pixels_stay_inert(triton_kernels):
     logits, label, keep = make_case((2, 5, 6, 7), 1, hard=True, keep=True, ignore=True,
                                     dtype=torch.float32)  # fmt: skip
     dropped = ~keep | (label == IGNORE)
-    poisoned = torch.where(dropped.unsqueeze(1), torch.tensor(float("nan")), logits)
-    poisoned[:, 0] = torch.where(dropped, torch.tensor(float("inf")), poisoned[:, 0])
+    poisoned = torch.where(dropped.unsqueeze(1), float("nan"), logits)
+    poisoned[:, 0] = torch.where(dropped, float("inf"), poisoned[:, 0])
     outs = []
     for z in (logits, poisoned):
         z = z.clone().requires_grad_(True)
@@ -202,7 +205,7 @@ def test_jdt_loss_through_triton_equals_the_float64_reference(
     extra = {"ignore_index": IGNORE} if hard else {}
     loss = jdt_array.jdt_loss(logits, label, keep_mask=keep, class_axis=class_axis,
                               **extra, **options)  # fmt: skip
-    want = jdt_loss_reference(logits.numpy(), label.numpy(), keep_mask=keep.numpy(),
+    want = jdt_loss_reference(*_host(logits, label), keep_mask=_host(keep)[0],
                               class_axis=class_axis, **extra, **options)  # fmt: skip
     np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=1e-6)
 
@@ -213,10 +216,14 @@ def test_ce_jdt_loss_through_triton_equals_the_float64_references(triton_kernels
                                     dtype=torch.float32)  # fmt: skip
     extra = {"ignore_index": IGNORE} if hard else {}
     loss = jdt_array.ce_jdt_loss(logits, label, keep_mask=keep, **extra)
-    arrays = (logits.numpy(), label.numpy())
-    ce = cross_entropy_reference(*arrays, keep_mask=keep.numpy(), **extra)
-    jdt = jdt_loss_reference(*arrays, keep_mask=keep.numpy(), **extra)
+    arrays, host_keep = _host(logits, label), _host(keep)[0]
+    ce = cross_entropy_reference(*arrays, keep_mask=host_keep, **extra)
+    jdt = jdt_loss_reference(*arrays, keep_mask=host_keep, **extra)
     np.testing.assert_allclose(float(loss), 0.25 * ce + 0.75 * jdt, rtol=1e-5)
+
+
+def _host(*tensors):
+    return [t.cpu().numpy() for t in tensors]
 
 
 MODULES = [
@@ -310,7 +317,7 @@ def test_every_kernel_choice_gives_the_same_loss(monkeypatch, choice):
                                     dtype=torch.float32)  # fmt: skip
     monkeypatch.setenv("JDT_ARRAY_TORCH_KERNEL", choice)
     loss = jdt_array.jaccard_loss(logits, label, keep_mask=keep, ignore_index=IGNORE)
-    want = jdt_loss_reference(logits.numpy(), label.numpy(), keep_mask=keep.numpy(),
+    want = jdt_loss_reference(*_host(logits, label), keep_mask=_host(keep)[0],
                               ignore_index=IGNORE)  # fmt: skip
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
 
