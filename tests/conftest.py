@@ -35,7 +35,8 @@ SLOW_MODULES = {
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name in SLOW_MODULES or "compile" in getattr(item, "originalname", item.name):
+        name = getattr(item, "originalname", item.name)
+        if item.path.name in SLOW_MODULES or "compile" in name:
             item.add_marker(pytest.mark.slow)
 
 
