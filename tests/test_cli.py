@@ -229,3 +229,13 @@ def test_the_demo_plot_has_a_class_legend_the_mious_and_one_axes_per_loss(monkey
     curves = [ax for ax in fig.axes if ax.get_xlabel() == "step"]
     assert [ax.get_ylabel() for ax in curves] == [loss for _, loss, _ in TRAININGS]
     plt.close(fig)
+
+
+def test_the_demo_names_a_framework_that_is_not_installed(monkeypatch):
+    from jdt_array._tools.libraries import ArrayLibrary
+
+    monkeypatch.setattr(ArrayLibrary, "installed", lambda lib: lib.module != "torch")
+    with pytest.raises(
+        SystemExit, match=r'torch is not installed \(pip install "jdt-array\[torch\]"\)'
+    ):
+        main(["demo", "--framework", "torch"])

@@ -24,7 +24,7 @@ from ..compound import ce_jdt_loss
 from ..cross_entropy import cross_entropy
 from ..grad import value_and_grad
 from ..metrics import FineGrainedMetrics
-from .libraries import ArrayLibrary
+from .libraries import INSTALL_HINTS, ArrayLibrary
 from .progress import show_progress
 
 CLASSES = ("background", "blob", "line", "dot")
@@ -160,7 +160,9 @@ def choose_library(framework: str | None) -> ArrayLibrary:
         lib = ArrayLibrary(module)
         if lib.available():
             return lib
-    raise SystemExit(f"jdt-array demo: {framework} is not installed")
+    raise SystemExit(
+        f"jdt-array demo: {framework} is not installed ({INSTALL_HINTS[framework]})"
+    )
 
 
 def run_demo(
