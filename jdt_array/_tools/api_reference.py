@@ -75,7 +75,11 @@ def _module_section(module: ModuleType) -> str:
     name = module.__name__
     lines = [f"## `{name}`", "", _doc(module), ""]
     if name == "jdt_array":
-        lines += [f"`jdt_array.__version__` is the version, `{module.__version__}`.", ""]
+        # Not its value: a release would otherwise have to regenerate this file.
+        lines += [
+            "`jdt_array.__version__` is the version string (`jdt-array --version`).",
+            "",
+        ]
     lines += ["| name | summary |", "|---|---|"]
     for member in public_names(module):
         summary = _summary(getattr(module, member))
