@@ -239,3 +239,17 @@ def test_the_demo_names_a_framework_that_is_not_installed(monkeypatch):
         SystemExit, match=r'torch is not installed \(pip install "jdt-array\[torch\]"\)'
     ):
         main(["demo", "--framework", "torch"])
+
+
+def test_check_names_an_installed_library_without_a_usable_device(monkeypatch, capsys):
+    from jdt_array._tools.libraries import ArrayLibrary
+
+    real = ArrayLibrary.available
+    monkeypatch.setattr(ArrayLibrary, "installed", lambda lib: True)
+    monkeypatch.setattr(
+        ArrayLibrary, "available", lambda lib: lib.module != "cupy" and real(lib)
+    )
+    assert main(["check", "--backends", "cupy"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "not checked: cupy is installed but finds no device (cuda) here" in err
