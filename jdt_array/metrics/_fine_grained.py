@@ -87,7 +87,7 @@ class FineGrainedMetrics:
 
     Data-parallel evaluation over a sharded dataset: each process updates its own
     metric, then :meth:`synced` with a framework's gather (PyTorch:
-    ``jdt_array.backends.torch_metrics.sync_metrics``) gives, on every process, the
+    ``jdt_array.backends.torch.sync_metrics``) gives, on every process, the
     metric of all shards, whose ``compute`` equals one pass over the whole dataset.
     Inside ``shard_map``/``pmap``, ``jdt_array.backends.jax.gather_statistics`` turns
     each device's :meth:`statistics` into those of the global batch.
@@ -207,7 +207,7 @@ class FineGrainedMetrics:
         summed (C', K) ``sce_gap`` added. Per-image fields are needed for the image-
         and class-level and worst-case metrics; the dataset level is their sum. Every
         replica must call it, as with any collective. The adapters supply it:
-        ``jdt_array.backends.torch_metrics.sync_metrics`` for ``torch.distributed``.
+        ``jdt_array.backends.torch.sync_metrics`` for ``torch.distributed``.
 
         Raises:
             TypeError, ValueError: ``gather`` returned statistics of other options.
