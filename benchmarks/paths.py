@@ -7,7 +7,9 @@ zero-argument function that runs one synchronized step on inputs already on the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ CASES = {
     "jaccard-D": ("jaccard_loss", {}),
     "dice-D": ("dice_loss", {}),
     "jaccard-I+C": ("jaccard_loss", {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0}),
+    "ce-jdt": ("ce_jdt_loss", {}),
     "lovasz-softmax": ("lovasz_softmax_loss", {}),
     "metrics-update": ("metrics", {}),
 }
@@ -29,6 +32,8 @@ PATHS = {
     "torch-eager": "PyTorch eager, hand-derived backward (the module default)",
     "torch-eager-autodiff": "PyTorch eager, autograd through the forward",
     "torch-compile": "PyTorch, torch.compile of the loss",
+    "torch-eager-triton": "PyTorch eager, the fused Triton kernels (GPU only)",
+    "torch-compile-triton": "PyTorch, torch.compile, the fused Triton kernels (GPU only)",
     "jax-jit": "JAX jit of jax.value_and_grad (autodiff)",
     "jax-jit-vjp": "JAX jit, hand-derived custom_vjp",
     "cupy": "CuPy, value_and_grad (hand-derived gradient)",
@@ -39,8 +44,10 @@ PATHS = {
 PEER_CASES = {
     "monai": ("jaccard-D", "dice-D"),
     "onehot-baseline": ("jaccard-D", "dice-D", "jaccard-I+C"),
-    "reference-replica": ("jaccard-D", "dice-D"),
+    "reference-replica": ("jaccard-D", "dice-D", "lovasz-softmax"),
 }
+# The kernel choice of the PyTorch paths (JDT_ARRAY_TORCH_KERNEL while they run).
+TORCH_KERNEL = {"torch-eager-triton": "triton", "torch-compile-triton": "triton"}
 
 
 @dataclass
@@ -56,6 +63,8 @@ def applies(path: str, case: str, device: str) -> bool:
         return False  # metrics have no backward: one path per library
     if path == "numpy":
         return device == "cpu"
+    if path in TORCH_KERNEL:  # Triton's interpreter on CPU is for tests, not timing
+        return device == "cuda"
     if path == "cupy":
         return device == "cuda"
     return True
@@ -127,15 +136,31 @@ def _torch(path, case, logits, label, device):
         )
     else:
         loss = _loss(case)
-    if path == "torch-compile":
+    if path.startswith("torch-compile"):
         loss = torch.compile(loss)
+    choice = TORCH_KERNEL.get(path, "auto")
 
     def run():
-        z = x.detach().requires_grad_(True)
-        loss(z, y).backward()
-        sync()
+        with kernel_choice(choice):
+            z = x.detach().requires_grad_(True)
+            loss(z, y).backward()
+            sync()
 
     return Step(run, logits.nbytes)
+
+
+@contextlib.contextmanager
+def kernel_choice(choice: str):
+    """``JDT_ARRAY_TORCH_KERNEL=choice`` for the duration (read at every call)."""
+    before = os.environ.get("JDT_ARRAY_TORCH_KERNEL")
+    os.environ["JDT_ARRAY_TORCH_KERNEL"] = choice
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["JDT_ARRAY_TORCH_KERNEL"]
+        else:
+            os.environ["JDT_ARRAY_TORCH_KERNEL"] = before
 
 
 def _jax(path, case, logits, label, device):
@@ -209,6 +234,8 @@ def _reference(path, case, logits, label, device):
     lib, x, y = _on("torch", device, logits, label)
     ab = 0.5 if case == "dice-D" else 1.0
     sync = lib.synchronize
+    if case == "lovasz-softmax":
+        return _reference_lovasz(x, y, sync)
 
     def loss(z):
         b, c = z.shape[:2]
@@ -233,6 +260,43 @@ def _reference(path, case, logits, label, device):
         sync()
 
     return Step(run, logits.nbytes)
+
+
+def _reference_lovasz(x, y, sync):
+    """The reference Lovasz-Softmax (Berman et al., CVPR 2018) with its defaults
+    (classes="present", per_image=False), the same steps: the batch flattened to
+    (P, C) probabilities, then per present class a descending sort of the errors
+    |fg - p_c|, the Lovasz extension's gradient from the sorted foreground (cumulative
+    sums), and a dot product; the mean over present classes."""
+    import torch
+
+    def lovasz_grad(fg_sorted):
+        total = fg_sorted.sum()
+        intersection = total - fg_sorted.cumsum(0)
+        union = total + (1 - fg_sorted).cumsum(0)
+        jaccard = 1.0 - intersection / union
+        return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+    def loss(z):
+        c = z.shape[1]
+        prob = z.softmax(dim=1).movedim(1, -1).reshape(-1, c)
+        labels = y.reshape(-1)
+        losses = []
+        for k in range(c):
+            fg = (labels == k).float()
+            if fg.sum() == 0:  # "present" classes only (a host read per class)
+                continue
+            errors = (fg - prob[:, k]).abs()
+            errors_sorted, order = torch.sort(errors, 0, descending=True)
+            losses.append(torch.dot(errors_sorted, lovasz_grad(fg[order])))
+        return torch.stack(losses).mean()
+
+    def run():
+        z = x.detach().requires_grad_(True)
+        loss(z).backward()
+        sync()
+
+    return Step(run, x.numel() * x.element_size())
 
 
 def _metrics_step(prob_source, label, sync=lambda: None):

@@ -234,9 +234,9 @@ def plot(results, filename: Path) -> None:
     plt.close(fig)
 
 
-def _parser():
+def _parser(prog="python -m benchmarks.suite"):
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.suite",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -257,8 +257,9 @@ def _parser():
     return p
 
 
-def main(argv=None, progress=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv=None, progress=None, prog="python -m benchmarks.suite") -> int:
+    """Run the suite; ``prog`` is the command's name in its help (``jdt-array bench``)."""
+    args = _parser(prog).parse_args(argv)
     if args.one:
         path, case, device, shape, reps = args.one
         shape = tuple(int(n) for n in shape.split(","))

@@ -146,7 +146,11 @@ def _check_binary_values(xp, label, keep, ignore_index):
     bad = (label != 0) & (label != 1)
     if keep is not None:
         bad = bad & keep
-    if eager_any(xp, bad):
+    message = (
+        f"with independent classes (activation='sigmoid', or one channel) an integer "
+        f"label must hold 0 or 1 (or ignore_index={ignore_index!r})"
+    )
+    if eager_any(xp, bad, message):
         raise ValueError(
             f"with independent classes (activation='sigmoid', or one channel) an integer "
             f"label must hold 0 or 1 (or ignore_index={ignore_index!r}); the label with "
@@ -182,7 +186,9 @@ def check_probabilities(
     kept = None if keep is None else kept_along(xp, keep, prob.ndim, axis)
     if kept is not None:
         bad = bad & kept
-    if eager_any(xp, bad):
+    message = "activation=None takes probabilities in [0, 1]; pass logits with "
+    message += "activation='softmax' or 'sigmoid'"
+    if eager_any(xp, bad, message):
         raise ValueError(
             f"activation=None takes probabilities, but the logits argument with shape "
             f"{tuple(prob.shape)} holds {int(xp.sum(xp.astype(bad, xp.int64)))} kept "
@@ -199,7 +205,11 @@ def check_probabilities(
     off = xp.abs(total - 1.0) > tolerance
     if keep is not None:
         off = off & (keep if keep.ndim == off.ndim else xp.any(keep, axis=axis))
-    if eager_any(xp, off):
+    message = (
+        f"activation=None with {prob.shape[axis]} classes takes probabilities that sum "
+        f"to 1 over class axis {axis}"
+    )
+    if eager_any(xp, off, message):
         raise ValueError(
             f"activation=None with {prob.shape[axis]} classes takes probabilities that "
             f"sum to 1 over class axis {axis}; {int(xp.sum(xp.astype(off, xp.int64)))} "

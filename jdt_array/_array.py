@@ -22,6 +22,7 @@ __all__ = [
     "is_traced",
     "library_name",
     "namespace_of",
+    "on_accelerator",
     "zero_d",
 ]
 
@@ -87,15 +88,31 @@ def in_torch_func(x: Any) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
-def eager_any(xp: Any, condition: Any) -> bool:
-    """``any(condition)`` as a Python bool, or ``False`` when it cannot be read.
+def eager_any(xp: Any, condition: Any, message: str) -> bool:
+    """``any(condition)`` as a Python bool where it can be read without waiting for a
+    device; otherwise ``False``, after handing the check to the device.
 
-    Used only for input validation: a traced condition cannot be read without
-    breaking compilation, so the check is skipped there (and documented as such).
+    Used only for input validation, before raising with a detailed message. A traced
+    condition cannot be read without breaking compilation: the check is skipped there
+    (and documented as such). Reading a PyTorch tensor on an accelerator would stall
+    the host until the device catches up at every call, so there the check becomes an
+    asynchronous device-side assertion with ``message`` (it fails the next
+    synchronising call, as CUDA reports errors); on the meta device it is a no-op.
     """
     if is_traced(condition):
         return False
+    if on_accelerator(condition):
+        sys.modules["torch"]._assert_async(xp.logical_not(xp.any(condition)), message)
+        return False
     return bool(xp.any(condition))
+
+
+def on_accelerator(x: Any) -> bool:
+    """Whether ``x`` is a PyTorch tensor off the CPU (CUDA, meta, ...), whose values
+    a check must not read on the host."""
+    if type(x).__module__.split(".")[0] != "torch":
+        return False
+    return x.device.type != "cpu"
 
 
 def zero_d(xp: Any, value: Any) -> Any:

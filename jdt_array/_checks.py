@@ -9,7 +9,7 @@ from numbers import Real
 from typing import Any
 
 from . import _kernels
-from ._array import eager_any, is_traced
+from ._array import eager_any, is_traced, on_accelerator
 from ._pixels import kept_pixels
 
 MODES = ("ALL", "PRESENT")
@@ -152,10 +152,15 @@ def check_hard_label_values(
     kept = kept_pixels(xp, label, ignore_index, keep)
     if kept is not None:
         bad = bad & kept
-    if eager_any(xp, bad):
-        # One channel under the softmax is a probability of 1 everywhere.
-        hint = (" (a single-channel logit is binary segmentation: use "
-                "activation='sigmoid')" if num_classes == 1 else "")  # fmt: skip
+    # One channel under the softmax is a probability of 1 everywhere.
+    hint = (" (a single-channel logit is binary segmentation: use "
+            "activation='sigmoid')" if num_classes == 1 else "")  # fmt: skip
+    message = (
+        f"label holds class ids outside [0, {num_classes}) that are not "
+        f"ignore_index={ignore_index!r}; pass ignore_index or keep_mask to drop those "
+        f"pixels{hint}"
+    )
+    if eager_any(xp, bad, message):
         raise ValueError(
             f"label holds class ids outside [0, {num_classes}) that are not "
             f"ignore_index={ignore_index!r} (label min {int(xp.min(label))}, max "
@@ -169,8 +174,10 @@ def _within(xp: Any, values: Any, low: int, stop: int) -> bool:
     (traced, or no values), which sends the caller to its elementwise check."""
     if None in values.shape or math.prod(values.shape) == 0:
         return False
+    if on_accelerator(values):  # no reads there: the elementwise check
+        return False
     lowest, highest = _kernels.value_range(xp, values)
-    if is_traced(lowest):
+    if is_traced(lowest):  # under jit even a concrete label's reductions are traced
         return False
     return int(lowest) >= low and int(highest) < stop
 
@@ -182,7 +189,8 @@ def check_soft_label_values(
     bad = ~((label >= 0) & (label <= 1))  # NaN compares False: bad
     if keep is not None:
         bad = bad & xp.expand_dims(keep, axis=class_axis)
-    if eager_any(xp, bad):
+    message = f"a soft {name} must hold probabilities in [0, 1] at every kept pixel"
+    if eager_any(xp, bad, message):
         count = int(xp.sum(xp.astype(bad, xp.int64)))
         nans = int(xp.sum(xp.astype(bad & xp.isnan(label), xp.int64)))
         raise ValueError(
@@ -210,8 +218,9 @@ def class_weights_array(
             f"class_weights must have one weight per class, shape ({num_classes},), "
             f"got shape {tuple(weights.shape)}"
         )
-    if eager_any(xp, ~(xp.isfinite(weights) & (weights >= 0))):
-        raise ValueError("class_weights must be finite and non-negative")
+    message = "class_weights must be finite and non-negative"
+    if eager_any(xp, ~(xp.isfinite(weights) & (weights >= 0)), message):
+        raise ValueError(message)
     return weights
 
 

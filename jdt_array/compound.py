@@ -14,11 +14,18 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _checks as checks
-from ._array import Array, namespace_of, zero_d
+from ._array import Array, device, namespace_of, zero_d
 from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
 from ._tversky import Level, levels, loss_from_levels, statistics_grad
 from .cross_entropy import activated_cross_entropy, activated_cross_entropy_value_and_grad
-from .jdt import JDTOptions, jdt_loss, jdt_value_and_grad, prepare
+from .jdt import (
+    JDTOptions,
+    jdt_loss,
+    jdt_value_and_grad,
+    loss_from_statistics,
+    prepare,
+    statistics_of,
+)
 
 __all__ = [
     "CE_WEIGHT",
@@ -70,11 +77,32 @@ def ce_jdt_loss(
             weights 0, an option :func:`jdt_array.jdt_loss` does not take.
     """
     weights = _mixture_weights(ce_weight, jdt_weight)
-    shared = dict(ignore_index=ignore_index, keep_mask=keep_mask, class_axis=class_axis,
-                  activation=activation)  # fmt: skip
-    parts = (activated_cross_entropy(logits, label, **shared),
-             jdt_loss(logits, label, **shared, **jdt_options))  # fmt: skip
-    return _mix(namespace_of(logits=logits), weights, parts)
+    shared = dict(ignore_index=ignore_index, keep_mask=keep_mask, class_axis=class_axis)
+    args = checks.arguments(
+        jdt_loss, logits, label, {**shared, "activation": activation, **jdt_options}
+    )
+    options = JDTOptions.of(args)
+    stats, hard, ce_parts = statistics_of(logits, label, keep_mask, options)
+    if ce_parts is None:  # no fused kernel: the cross-entropy on its own
+        ce = activated_cross_entropy(logits, label, activation=activation, **shared)
+    else:  # the fused kernel's sums, the mean over every kept pixel of the batch
+        ce = _pooled_mean(namespace_of(logits=logits), *ce_parts)
+    xp = namespace_of(logits=logits)
+    class_weights = checks.class_weights_array(
+        xp, args["class_weights"], stats.prob_card.shape[1], stats.prob_card.dtype,
+        device(logits),
+    )  # fmt: skip
+    jdt = loss_from_statistics(
+        stats, options, hard=hard, class_weights=class_weights, reduce=args["reduce"]
+    )
+    return _mix(xp, weights, (ce, jdt))
+
+
+def _pooled_mean(xp: Any, sums: Array, counts: Array) -> Array:
+    """sum(sums) / sum(counts), 0 when nothing is counted (double where: no 0 / 0)."""
+    total, count = xp.sum(sums), xp.sum(counts)
+    has = count > 0
+    return xp.where(has, total / xp.where(has, count, 1.0), 0.0)
 
 
 def ce_jdt_value_and_grad(

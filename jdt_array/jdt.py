@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _checks as checks
+from . import _kernels
 from ._activation import check_activation, dense_inputs, is_hard
 from ._array import Array, compute_dtype, device, namespace_of
 from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
@@ -427,8 +428,44 @@ def jdt_statistics(
     :func:`jdt_loss` or :func:`loss_from_statistics`.
     """
     options = JDTOptions(class_axis=class_axis, norm=norm, ignore_index=ignore_index)
-    inputs = prepare(logits, label, keep_mask, options)
-    return statistics(inputs)[0], inputs.hard
+    return statistics_of(logits, label, keep_mask, options)[:2]
+
+
+class Checked(NamedTuple):
+    """What the checks of a JDT loss found out about its inputs."""
+
+    xp: Any
+    class_axis: int  # non-negative
+    hard: bool
+    keep: Array | None  # keep_mask and, for a hard label, the pixels not ignore_index
+
+
+def check_inputs(
+    logits: Array,
+    label: Array,
+    keep_mask: Array | None,
+    options: JDTOptions,
+    *,
+    check_values: bool = True,
+) -> Checked:
+    """Check the inputs of a JDT loss (shapes, dtypes and, with ``check_values``, the
+    label's values)."""
+    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
+    checks.check_logits(xp, logits)
+    axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
+    hard = checks.label_kind(xp, logits, label, axis)
+    if keep_mask is not None:
+        checks.check_keep_mask(xp, keep_mask, logits, axis)
+    keep = keep_mask
+    if hard:
+        if check_values:
+            checks.check_hard_label_values(
+                xp, label, logits.shape[axis], options.ignore_index, keep_mask
+            )
+        keep = kept_pixels(xp, label, options.ignore_index, keep_mask)
+    elif check_values:
+        checks.check_soft_label_values(xp, label, keep_mask, axis)
+    return Checked(xp, axis, hard, keep)
 
 
 def prepare(
@@ -445,29 +482,51 @@ def prepare(
     ``check_values=False`` skips reading the label (for a backward pass, whose forward
     pass checked the same arrays).
     """
+    if options.activation != "softmax":
+        return _dense_prepare(logits, label, keep_mask, options, check_values)
+    xp, axis, hard, keep = check_inputs(
+        logits, label, keep_mask, options, check_values=check_values
+    )
+    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
+    return Prepared(xp, prob, label, keep, axis, options.norm, hard)
+
+
+def _dense_prepare(logits, label, keep_mask, options, check_values) -> Prepared:
+    """:func:`prepare` for ``activation`` "sigmoid" or None: the probabilities and a
+    dense floating label (see :mod:`jdt_array._activation`)."""
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     checks.check_logits(xp, logits)
     axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
     if keep_mask is not None:
         checks.check_keep_mask(xp, keep_mask, logits, axis)
-    if options.activation != "softmax":
-        prob, y, keep, hard = dense_inputs(
-            xp, logits, label, keep_mask, axis, activation=options.activation,
-            ignore_index=options.ignore_index, check_values=check_values,
-        )  # fmt: skip
-        return Prepared(xp, prob, y, keep, axis, options.norm, hard, options.activation)
-    hard = checks.label_kind(xp, logits, label, axis)
-    keep = keep_mask
-    if hard:
-        if check_values:
-            checks.check_hard_label_values(
-                xp, label, logits.shape[axis], options.ignore_index, keep_mask
-            )
-        keep = kept_pixels(xp, label, options.ignore_index, keep_mask)
-    elif check_values:
-        checks.check_soft_label_values(xp, label, keep_mask, axis)
+    prob, y, keep, hard = dense_inputs(
+        xp, logits, label, keep_mask, axis, activation=options.activation,
+        ignore_index=options.ignore_index, check_values=check_values,
+    )  # fmt: skip
+    return Prepared(xp, prob, y, keep, axis, options.norm, hard, options.activation)
+
+
+def statistics_of(
+    logits: Array, label: Array, keep_mask: Array | None, options: JDTOptions
+) -> tuple[Statistics, bool, tuple[Array, Array] | None]:
+    """The checked (B, C) statistics, whether the label is hard, and the cross-entropy
+    sum and number of kept pixels of each image (B,) where a fused kernel covers the
+    inputs (it takes the softmax itself and gives these on the way); else the
+    statistics of :func:`prepare` and ``None``."""
+    if options.activation != "softmax":  # the fused kernels are softmax kernels
+        inputs = prepare(logits, label, keep_mask, options)
+        return statistics(inputs)[0], inputs.hard, None
+    checked = check_inputs(logits, label, keep_mask, options)
+    fused = _kernels.fused_statistics(
+        checked.xp, logits, label, keep_mask, checked.class_axis, options.norm,
+        options.ignore_index,
+    )  # fmt: skip
+    if fused is not None:
+        return Statistics(*fused[:4]), checked.hard, tuple(fused[4:])
+    xp, axis, hard, keep = checked
     prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
-    return Prepared(xp, prob, label, keep, axis, options.norm, hard)
+    inputs = Prepared(xp, prob, label, keep, axis, options.norm, hard)
+    return statistics(inputs)[0], hard, None
 
 
 StatisticsFn = Callable[[Array, Array, Any, JDTOptions], tuple]
@@ -492,8 +551,7 @@ def loss_with_options(
     """
     reduce = checks.check_reduce(reduce)
     if statistics_fn is None:
-        inputs = prepare(logits, label, keep_mask, options)
-        stats, hard = statistics(inputs)[0], inputs.hard
+        stats, hard, _ = statistics_of(logits, label, keep_mask, options)
     else:
         stats = Statistics(*statistics_fn(logits, label, keep_mask, options))
         # statistics_fn has checked the label

@@ -325,7 +325,8 @@ def _binary_foreground(xp, logits, label, ignore_index, keep_mask):
     kept = kept_pixels(xp, label, ignore_index, keep_mask)
     if kept is not None:
         bad = bad & kept
-    if eager_any(xp, bad):
+    message = f"a binary label must hold 0 and 1 (or ignore_index={ignore_index!r})"
+    if eager_any(xp, bad, message):
         raise ValueError(
             f"a binary label must hold 0 and 1 (or ignore_index={ignore_index!r}), got "
             f"values in [{int(xp.min(label))}, {int(xp.max(label))}]"

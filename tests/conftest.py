@@ -3,7 +3,21 @@ import os
 # The float64 reference comparisons need JAX in double precision; set before any import.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 
-import pytest
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# The Triton kernels run on CPU tensors in Triton's interpreter, which has to be on
+# before triton is first imported; where CUDA is, they run compiled instead.
+if "TRITON_INTERPRET" not in os.environ and not _has_cuda():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
 
 # The helpers' asserts (backends.run, metrics.assert_matches, ...) report their values
 # like the tests' own; registered before anything imports _support.
@@ -18,3 +32,43 @@ def backend(request):
     b.setup()
     with b.context():
         yield b
+
+
+# The slow part of the suite, run by default and in CI: `python -m pytest -m "not slow"`
+# leaves it out for quick local work. Listed here, by module and by name, so that a
+# new test of these kinds is marked without an edit of its module.
+SLOW_MODULES = {
+    "test_distributed_jax.py",  # a subprocess with 4 XLA CPU devices
+    "test_distributed_lovasz.py",  # gloo processes and shard_map
+    "test_distributed_metrics.py",  # gloo processes and shard_map / pmap
+    "test_distributed_torch.py",  # gloo processes, DDP
+    "test_gpu_check.py",  # the GPU check's CPU smoke run, in a subprocess
+    "test_long_run.py",  # 10,000 steps per module
+    "test_torch_compile.py",  # inductor and aot_eager compilations
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if item.path.name in SLOW_MODULES or "compile" in name:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Skipped tests counted by reason: one line per missing library or GPU.
+
+    Every test of a backend whose library or device is missing here is skipped with
+    the same reason; pytest's own -rs lists each (test, reason) pair instead.
+    """
+    if "s" in config.option.reportchars or "a" in config.option.reportchars:
+        return  # pytest lists them itself
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else "skipped"
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("skipped tests by reason (-rs lists each)", sep="-")
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"SKIPPED {count:>5}  {reason}")

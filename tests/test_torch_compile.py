@@ -89,3 +89,34 @@ def test_compiled_class_ids_out_of_range_count_as_no_class():
     torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="label holds class ids outside"):
         jt.JDTLoss(mIoUI=1.0)(torch.asarray(logits), torch.asarray(label))
+
+
+TRITON_MODULES = ["JDTLoss-vjp", "JaccardLoss-soft", "DiceLoss-last", "CEJDTLoss"]
+
+
+@pytest.mark.parametrize("name", TRITON_MODULES)
+def test_compiled_module_through_the_triton_kernels_equals_native_eager(
+    monkeypatch, name
+):
+    # The fused operators under dynamo and AOT autograd with dynamic shapes (on CPU
+    # tensors in Triton's interpreter; conftest turns it on where CUDA is missing).
+    pytest.importorskip("triton")
+    from jdt_array._kernels import triton_launch
+
+    launches = []
+    statistics = triton_launch.statistics
+    monkeypatch.setattr(triton_launch, "statistics",
+                        lambda *a: launches.append(1) or statistics(*a))  # fmt: skip
+    make, kind, _ = MODULES[name]
+    torch._dynamo.reset()
+    module = make()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    for seed, shape in enumerate(SHAPES):
+        logits, label = inputs(kind, shape, seed)
+        monkeypatch.setenv("JDT_ARRAY_TORCH_KERNEL", "native")
+        want = step(module, logits, label)
+        monkeypatch.setenv("JDT_ARRAY_TORCH_KERNEL", "triton")
+        got = step(compiled, logits, label)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-6)
+    assert len(launches) == len(SHAPES)  # the compiled graphs ran the fused kernels

@@ -26,6 +26,7 @@ __all__ = [
     "Generic",
     "Residual",
     "argmax",
+    "fused_statistics",
     "hard_statistics",
     "hard_statistics_vjp",
     "kernels_for",
@@ -37,13 +38,18 @@ __all__ = [
 ]
 
 
-@functools.cache
 def kernels_for(xp: Any) -> Generic:
-    """The kernel set of the array namespace ``xp`` (one instance per namespace)."""
+    """The kernel set of the array namespace ``xp`` (one instance per namespace and,
+    for PyTorch, per value of ``JDT_ARRAY_TORCH_KERNEL``, read at every call)."""
     if is_torch_namespace(xp):
-        from .torch import TorchKernels
+        from .torch_fused import torch_kernels
 
-        return TorchKernels(xp)
+        return torch_kernels(xp)
+    return _kernel_set(xp)
+
+
+@functools.cache
+def _kernel_set(xp: Any) -> Generic:
     if is_numpy_namespace(xp):
         from .numpy import NumPyKernels
 
@@ -70,6 +76,12 @@ def softmax_vjp(xp: Any, prob: Array, g_prob: Array, axis: int) -> Array:
 def argmax(xp: Any, x: Array, axis: int) -> Array:
     """The first index of the maximum along ``axis`` (the first NaN if any)."""
     return kernels_for(xp).argmax(x, axis)
+
+
+def fused_statistics(xp: Any, *args: Any) -> tuple[Array, ...] | None:
+    """The JDT statistics (and cross-entropy sums) straight from the logits, or None
+    where no fused kernel covers them; arguments as :meth:`Generic.fused_statistics`."""
+    return kernels_for(xp).fused_statistics(*args)
 
 
 def hard_statistics(xp: Any, *args: Any) -> tuple[tuple[Array, Array, Array], Residual]:

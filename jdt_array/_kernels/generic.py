@@ -55,6 +55,29 @@ class Generic:
         integer dtype that holds the number of classes."""
         return self.xp.argmax(x, axis=axis)
 
+    # -- fused statistics ----------------------------------------------------------
+
+    def fused_statistics(
+        self,
+        logits: Array,
+        label: Array,
+        keep: Array | None,
+        class_axis: int,
+        norm: float,
+        ignore_index: int | None,
+    ) -> tuple[Array, ...] | None:
+        """The JDT statistics straight from checked logits, with the softmax fused in:
+        ``(|x|, |y|, |x - y|, max y)`` (B, C), and the cross-entropy sum and the number
+        of kept pixels of each image (B,), all in the accumulation dtype and
+        differentiable with respect to the logits; ``keep`` is the keep mask (the
+        kernel drops ``ignore_index`` itself).
+
+        ``None`` where a kernel set has no fused form for these arrays: the caller
+        then takes the softmax and the statistics step by step (the generic code
+        does, which is what XLA and the native kernels fuse or do best).
+        """
+        return None
+
     # -- hard-label statistics and their gradient ------------------------------------
 
     def hard_statistics(

@@ -14,7 +14,6 @@ same code trains on NumPy, PyTorch or JAX (under ``jax.jit``).
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,8 @@ from ..compound import ce_jdt_loss
 from ..cross_entropy import cross_entropy
 from ..grad import value_and_grad
 from ..metrics import FineGrainedMetrics
-from .libraries import ArrayLibrary
+from .libraries import INSTALL_HINTS, ArrayLibrary
+from .progress import show_progress
 
 CLASSES = ("background", "blob", "line", "dot")
 # Mean colour of each class; the noise makes a single pixel ambiguous.
@@ -99,12 +99,21 @@ def train_step(xp, loss_fn, params, moments, step, features, label, lr):
     return tuple(new_params), tuple(new_moments), loss
 
 
+# The two trainings: (name, the quantity its loss curve shows, the loss).
+TRAININGS = (
+    ("CE", "cross-entropy", functools.partial(cross_entropy, class_axis=-1)),
+    ("CE + JDT (0.25 : 0.75)", "0.25 cross-entropy + 0.75 Jaccard loss",
+     functools.partial(ce_jdt_loss, class_axis=-1)),
+)  # fmt: skip
+
+
 @dataclass
 class Run:
     name: str
     losses: list
     metrics: dict
     predictions: np.ndarray
+    loss_name: str = "training loss"
 
 
 def init_params(lib: ArrayLibrary, hidden: int, seed: int):
@@ -145,22 +154,15 @@ def train(lib, name, loss_fn, data, *, steps, batch, lr, seed, progress) -> Run:
     return Run(name, losses, metrics.compute(), pred)
 
 
-def progress_bar(done: int, total: int, text: str, width: int = 30) -> None:
-    filled = int(width * done / total)
-    end = "\n" if done == total else ""
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}{end}"
-    )
-    sys.stderr.flush()
-
-
 def choose_library(framework: str | None) -> ArrayLibrary:
     order = [framework] if framework else ["jax", "torch", "numpy"]
     for module in order:
         lib = ArrayLibrary(module)
         if lib.available():
             return lib
-    raise SystemExit(f"jdt-array demo: {framework} is not installed")
+    raise SystemExit(
+        f"jdt-array demo: {framework} is not installed ({INSTALL_HINTS[framework]})"
+    )
 
 
 def run_demo(
@@ -169,7 +171,7 @@ def run_demo(
     steps: int = 300,
     seed: int = 0,
     plot: str | None = "jdt-array-demo.png",
-    progress=progress_bar,
+    progress=show_progress,
 ) -> dict[str, Run]:
     """Train with CE and with CE + JDT; print the metrics side by side; save a plot."""
     lib = choose_library(framework)
@@ -180,12 +182,10 @@ def run_demo(
     print(f"jdt-array demo on {lib.name}: 96 training and 48 test images of 32 x 32, "
           f"classes {', '.join(CLASSES)}")  # fmt: skip
     runs = {}
-    for name, loss_fn in (
-        ("CE", functools.partial(cross_entropy, class_axis=-1)),
-        ("CE + JDT (0.25 : 0.75)", functools.partial(ce_jdt_loss, class_axis=-1)),
-    ):
+    for name, loss_name, loss_fn in TRAININGS:
         runs[name] = train(lib, name, loss_fn, data, steps=steps, batch=8, lr=0.01,
                            seed=seed, progress=progress)  # fmt: skip
+        runs[name].loss_name = loss_name
     print(format_comparison(runs))
     print(f"\n{time.perf_counter() - start:.1f} s on {lib.name}")
     if plot:
@@ -204,6 +204,9 @@ def format_comparison(runs: dict[str, Run]) -> str:
 
 
 def save_plot(runs: dict[str, Run], images, labels, filename: str) -> None:
+    """Each training's loss curve on its own axes (the losses are different
+    quantities), and three test images with their label and each model's prediction,
+    titled with the model's mIoU; a legend of the class colours."""
     try:
         import matplotlib
     except ImportError:
@@ -212,32 +215,58 @@ def save_plot(runs: dict[str, Run], images, labels, filename: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
 
-    cmap = ListedColormap(COLOURS)
-    fig, axes = plt.subplots(4, 4, figsize=(10, 10))
-    curves = plt.subplot2grid((4, 4), (0, 0), colspan=4, fig=fig)
-    for ax in axes[0]:
-        ax.remove()
-    for name, run in runs.items():
-        curves.plot(np.convolve(run.losses, np.ones(10) / 10, mode="valid"), label=name)
-    curves.set_xlabel("step")
-    curves.set_ylabel("training loss (moving mean)")
-    curves.legend()
     names = list(runs)
+    columns = 2 + len(names)  # image, label, one prediction per model
+    fig = plt.figure(figsize=(2.5 * columns, 11))
+    grid = fig.add_gridspec(4, columns, height_ratios=[1.2, 1, 1, 1])
+    halves = np.array_split(np.arange(columns), len(names))
+    for cols, name in zip(halves, names, strict=True):
+        curve = fig.add_subplot(grid[0, cols[0] : cols[-1] + 1])
+        _loss_curve(curve, runs[name])
+    cmap = ListedColormap(COLOURS)
     for row, i in enumerate(range(3), start=1):
         panels = [
             (np.clip(images[i], 0, 1), "image"),
             (labels[i], "label"),
-            *((runs[n].predictions[i], n) for n in names),
-        ]
-        for ax, (img, title) in zip(axes[row], panels, strict=True):
-            ax.imshow(img, cmap=None if img.ndim == 3 else cmap, vmin=0, vmax=3)
+            *((runs[n].predictions[i], _prediction_title(runs[n], first=row == 1))
+              for n in names),
+        ]  # fmt: skip
+        for col, (img, title) in enumerate(panels):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(img, cmap=None if img.ndim == 3 else cmap, vmin=0, vmax=3,
+                      interpolation="nearest")  # fmt: skip
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    fig.tight_layout()
+    handles = [Patch(color=c, label=n) for c, n in zip(COLOURS, CLASSES, strict=True)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(CLASSES), fontsize=9,
+               title="classes (label and predictions)", title_fontsize=9)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(filename, dpi=100)
     plt.close(fig)
     print(f"saved {filename}")
+
+
+def _prediction_title(run: Run, *, first: bool) -> str:
+    """The model's name; over its first prediction also its test-set mIoU."""
+    if not first:
+        return run.name
+    m = run.metrics
+    return f"{run.name}\ntest mIoUD {m['mIoUD']:.1f} %, mIoUI {m['mIoUI']:.1f} %"
+
+
+def _loss_curve(ax, run: Run, window: int = 10) -> None:
+    """One training's loss, raw and as a moving mean over ``window`` steps."""
+    steps = np.arange(1, len(run.losses) + 1)
+    ax.plot(steps, run.losses, alpha=0.3, lw=0.8, label="per step")
+    if len(run.losses) >= window:
+        mean = np.convolve(run.losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], mean, label=f"mean of {window} steps")
+    ax.set_title(f"{run.name}: its training loss", fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_ylabel(run.loss_name, fontsize=8)
+    ax.legend(fontsize=7)
 
 
 def _device(x):

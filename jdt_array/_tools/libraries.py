@@ -213,6 +213,16 @@ LIBRARIES = (
 )
 
 
+# How to install each library, for messages about a missing one.
+INSTALL_HINTS = {
+    "numpy": "pip install numpy",
+    "array_api_strict": "pip install array-api-strict",
+    "torch": 'pip install "jdt-array[torch]"',
+    "jax": 'pip install "jdt-array[jax]"',
+    "cupy": 'pip install "jdt-array[cupy]" (CUDA 12) or "jdt-array[cupy-cuda13]"',
+}
+
+
 def available_libraries() -> list[ArrayLibrary]:
     """The libraries (and devices) usable on this machine, NumPy first."""
     return [lib for lib in LIBRARIES if lib.available()]

@@ -33,9 +33,17 @@ from typing import Any
 
 try:
     import keras
-except ImportError as err:  # pragma: no cover - depends on the environment
+except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
+    if err.name != "keras":  # Keras is there, its configured backend is not
+        raise ImportError(
+            f"Keras could not load its backend ({err.name} is missing); "
+            f"jdt_array.backends.keras runs on Keras' JAX and PyTorch backends: set "
+            f"KERAS_BACKEND=jax or KERAS_BACKEND=torch before importing keras",
+            name=err.name,
+        ) from err
     raise ImportError(
-        "jdt_array.backends.keras needs Keras 3: pip install 'jdt-array[keras]'"
+        "jdt_array.backends.keras needs Keras 3: pip install 'jdt-array[keras]'",
+        name="keras",
     ) from err
 
 import numpy as np
@@ -421,29 +429,53 @@ def _mean_where(values, mask):
     return ops.sum(ops.where(mask, values, 0.0)) / count
 
 
+class _OneScore(FineGrainedMetric):
+    """A :class:`FineGrainedMetric` of one fixed score."""
+
+    _score = "IoU"
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        level: str = "D",
+        ignore_index: int | None = None,
+        binary: bool = False,
+        class_axis: int = -1,
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(
+            num_classes, score=self._score, level=level, ignore_index=ignore_index,
+            binary=binary, class_axis=class_axis, name=name, dtype=dtype,
+        )  # fmt: skip
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["score"]  # the class fixes it
+        return config
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FineGrainedMeanIoU(FineGrainedMetric):
-    """mIoUD, mIoUI or mIoUC (``level``) as a Keras metric; see
-    :class:`FineGrainedMetric`."""
+class FineGrainedMeanIoU(_OneScore):
+    """mIoUD, mIoUI or mIoUC (``level``) as a Keras metric, in percent; see
+    :class:`FineGrainedMetric`. Example::
 
-    def __init__(self, num_classes: int, *, level: str = "D", **options: Any) -> None:
-        options.pop("score", None)
-        super().__init__(num_classes, score="IoU", level=level, **options)
+        metrics=[FineGrainedMeanIoU(19, level="I", ignore_index=255)]
+    """
+
+    _score = "IoU"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FineGrainedMeanDice(FineGrainedMetric):
+class FineGrainedMeanDice(_OneScore):
     """mDiceD, mDiceI or mDiceC (``level``); see :class:`FineGrainedMetric`."""
 
-    def __init__(self, num_classes: int, *, level: str = "D", **options: Any) -> None:
-        options.pop("score", None)
-        super().__init__(num_classes, score="Dice", level=level, **options)
+    _score = "Dice"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FineGrainedMeanAccuracy(FineGrainedMetric):
+class FineGrainedMeanAccuracy(_OneScore):
     """mAccD, mAccI or mAccC (``level``); see :class:`FineGrainedMetric`."""
 
-    def __init__(self, num_classes: int, *, level: str = "D", **options: Any) -> None:
-        options.pop("score", None)
-        super().__init__(num_classes, score="Acc", level=level, **options)
+    _score = "Acc"

@@ -38,7 +38,8 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "jdt_array.backends.torchmetrics needs torchmetrics: pip install "
-        "'jdt-array[torchmetrics]'"
+        "'jdt-array[torchmetrics]'",
+        name=err.name,
     ) from err
 
 from ..metrics import BatchStatistics

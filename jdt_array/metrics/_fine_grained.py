@@ -87,7 +87,7 @@ class FineGrainedMetrics:
 
     Data-parallel evaluation over a sharded dataset: each process updates its own
     metric, then :meth:`synced` with a framework's gather (PyTorch:
-    ``jdt_array.backends.torch_metrics.sync_metrics``) gives, on every process, the
+    ``jdt_array.backends.torch.sync_metrics``) gives, on every process, the
     metric of all shards, whose ``compute`` equals one pass over the whole dataset.
     Inside ``shard_map``/``pmap``, ``jdt_array.backends.jax.gather_statistics`` turns
     each device's :meth:`statistics` into those of the global batch.
@@ -207,7 +207,7 @@ class FineGrainedMetrics:
         summed (C', K) ``sce_gap`` added. Per-image fields are needed for the image-
         and class-level and worst-case metrics; the dataset level is their sum. Every
         replica must call it, as with any collective. The adapters supply it:
-        ``jdt_array.backends.torch_metrics.sync_metrics`` for ``torch.distributed``.
+        ``jdt_array.backends.torch.sync_metrics`` for ``torch.distributed``.
 
         Raises:
             TypeError, ValueError: ``gather`` returned statistics of other options.
@@ -383,13 +383,15 @@ def _numpy(x: Array) -> np.ndarray:
 def _raise_bad_values(stats: BatchStatistics, options: MetricOptions) -> None:
     """Raise for the invalid pixels that :func:`batch_statistics` counted."""
     xp = namespace_of(bad_label=stats.bad_label)
-    if eager_any(xp, stats.bad_label > 0):
+    bad_label = (f"label holds class ids outside [0, {options.num_classes}) that are "
+                 f"not ignore_index={options.ignore_index!r}")  # fmt: skip
+    if eager_any(xp, stats.bad_label > 0, bad_label):
         raise ValueError(
             f"label holds {int(xp.sum(stats.bad_label))} pixels with class ids outside "
             f"[0, {options.num_classes}) that are not ignore_index="
             f"{options.ignore_index!r}; pass ignore_index to drop them"
         )
-    if eager_any(xp, stats.bad_prediction > 0):
+    if eager_any(xp, stats.bad_prediction > 0, "prob_or_pred holds invalid values"):
         count = int(xp.sum(stats.bad_prediction))
         if options.calibration:
             raise ValueError(

@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from ..._array import in_torch_func
 from ..._cardinalities import label_vjp, statistics, statistics_vjp
+from ..._kernels import torch_fused
 from ..._kernels.torch import autograd_value_and_grad as value_and_grad
 from ...jdt import JDTOptions, loss_with_options, prepare
 
@@ -162,6 +163,8 @@ def loss_with(
     # Inside torch.func transforms autograd.Function needs what the lean backward
     # cannot give (setup_context, a vmap rule): autodiff there.
     lean = backward == "vjp" and logits.requires_grad and not in_torch_func(logits)
+    # The fused Triton statistics have a lean backward of their own (a second pass).
+    lean = lean and not torch_fused.fuses(logits, label, options.class_axis)
     return loss_with_options(
         logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
         reduce=reduce, statistics_fn=_LeanStatistics.apply if lean else None,
