@@ -21,20 +21,19 @@ from .cross_entropy import (
     kl_div,
     kl_div_value_and_grad,
 )
-from .jdt import (
-    dice_loss,
-    dice_value_and_grad,
-    jaccard_loss,
-    jaccard_value_and_grad,
-    jdt_loss,
-    jdt_value_and_grad,
-    tversky_loss,
-)
+from .jdt import jdt_loss, jdt_value_and_grad
 from .lovasz import (
     lovasz_hinge_loss,
     lovasz_hinge_value_and_grad,
     lovasz_softmax_loss,
     lovasz_softmax_value_and_grad,
+)
+from .named_losses import (
+    dice_loss,
+    dice_value_and_grad,
+    jaccard_loss,
+    jaccard_value_and_grad,
+    tversky_loss,
 )
 
 # Losses whose gradient is also derived by hand, for libraries without autodiff.

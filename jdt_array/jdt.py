@@ -29,17 +29,12 @@ from ._tversky import levels, loss_from_levels, statistics_grad
 
 __all__ = [
     "JDTOptions",
-    "dice_loss",
-    "dice_value_and_grad",
-    "jaccard_loss",
-    "jaccard_value_and_grad",
     "jdt_loss",
     "jdt_statistics",
     "jdt_value_and_grad",
     "loss_from_statistics",
     "loss_with_options",
     "prepare",
-    "tversky_loss",
 ]
 
 
@@ -252,163 +247,6 @@ def jdt_value_and_grad(
         inputs, g_prob_card, g_diff_card, residual=residual, overwrite=True
     )
     return loss, xp.astype(grad, logits.dtype, copy=False)
-
-
-def jaccard_loss(
-    logits: Array,
-    label: Array,
-    *,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
-    mIoUD: float = 1.0,
-    mIoUI: float = 0.0,
-    mIoUC: float = 0.0,
-    gamma: float = 1.0,
-    smooth: float = 1e-3,
-    threshold: float = 0.01,
-    norm: float = 1,
-    log_loss: bool = False,
-    ignore_index: int | None = None,
-    class_weights: Any = None,
-    active_classes_mode_hard: str = "PRESENT",
-    active_classes_mode_soft: str = "ALL",
-    class_agnostic: bool = False,
-    activation: str | None = "softmax",
-    reduce: Callable[[Array], Array] | None = None,
-    **misplaced: Any,
-) -> Array:
-    """The Jaccard metric loss: :func:`jdt_loss` with ``alpha = beta = 1``; optimizes
-    the IoU. Every option means what it means there.
-
-    Example::
-
-        loss = jaccard_loss(logits, label, ignore_index=255, mIoUI=1.0)
-
-    Raises:
-        TypeError: ``alpha`` or ``beta`` (fixed here; use :func:`tversky_loss`), an
-            unknown option; as :func:`jdt_loss` otherwise.
-    """
-    refuse_weights("jaccard_loss", misplaced)
-    return _named(locals(), alpha=1.0, beta=1.0)
-
-
-def dice_loss(
-    logits: Array,
-    label: Array,
-    *,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
-    mIoUD: float = 1.0,
-    mIoUI: float = 0.0,
-    mIoUC: float = 0.0,
-    gamma: float = 1.0,
-    smooth: float = 1e-3,
-    threshold: float = 0.01,
-    norm: float = 1,
-    log_loss: bool = False,
-    ignore_index: int | None = None,
-    class_weights: Any = None,
-    active_classes_mode_hard: str = "PRESENT",
-    active_classes_mode_soft: str = "ALL",
-    class_agnostic: bool = False,
-    activation: str | None = "softmax",
-    reduce: Callable[[Array], Array] | None = None,
-    **misplaced: Any,
-) -> Array:
-    """The Dice semimetric loss: :func:`jdt_loss` with ``alpha = beta = 0.5``;
-    optimizes the Dice score. Every option means what it means there.
-
-    Example::
-
-        loss = dice_loss(logits, label, activation="sigmoid")  # binary / multi-label
-
-    Raises:
-        TypeError: ``alpha`` or ``beta`` (fixed here; use :func:`tversky_loss`), an
-            unknown option; as :func:`jdt_loss` otherwise.
-    """
-    refuse_weights("dice_loss", misplaced)
-    return _named(locals(), alpha=0.5, beta=0.5)
-
-
-def tversky_loss(
-    logits: Array,
-    label: Array,
-    *,
-    alpha: float,
-    beta: float,
-    keep_mask: Array | None = None,
-    class_axis: int = 1,
-    mIoUD: float = 1.0,
-    mIoUI: float = 0.0,
-    mIoUC: float = 0.0,
-    gamma: float = 1.0,
-    smooth: float = 1e-3,
-    threshold: float = 0.01,
-    norm: float = 1,
-    log_loss: bool = False,
-    ignore_index: int | None = None,
-    class_weights: Any = None,
-    active_classes_mode_hard: str = "PRESENT",
-    active_classes_mode_soft: str = "ALL",
-    class_agnostic: bool = False,
-    activation: str | None = "softmax",
-    reduce: Callable[[Array], Array] | None = None,
-) -> Array:
-    """The Tversky loss: :func:`jdt_loss` with required ``alpha`` (false positives)
-    and ``beta`` (false negatives) weights; every other option as there.
-
-    Example::
-
-        loss = tversky_loss(logits, label, alpha=0.3, beta=0.7)  # recall over precision
-    """
-    return _named(locals(), alpha=alpha, beta=beta)
-
-
-def _named(arguments: Mapping[str, Any], *, alpha: float, beta: float) -> Array:
-    """A named JDT loss from its function's ``locals()`` and its fixed weights."""
-    options = JDTOptions.of({**arguments, "alpha": alpha, "beta": beta})
-    return loss_with_options(
-        arguments["logits"], arguments["label"], options,
-        keep_mask=arguments["keep_mask"], class_weights=arguments["class_weights"],
-        reduce=arguments["reduce"],
-    )  # fmt: skip
-
-
-def refuse_weights(name: str, misplaced: Mapping[str, Any]) -> None:
-    """The error for options a named loss does not take: ``alpha`` and ``beta`` are
-    fixed by the name (and belong to :func:`tversky_loss`)."""
-    if not misplaced:
-        return
-    weights = sorted(set(misplaced) & {"alpha", "beta"})
-    if weights:
-        raise TypeError(
-            f"{name} fixes alpha and beta (got {', '.join(weights)}); for other weights "
-            f"of false positives and negatives use tversky_loss(logits, label, "
-            f"alpha=..., beta=...)"
-        )
-    raise TypeError(
-        f"{name} got unexpected keyword arguments {sorted(misplaced)}; its options are "
-        f"those of jdt_loss"
-    )
-
-
-def jaccard_value_and_grad(
-    logits: Array, label: Array, **options: Any
-) -> tuple[Array, Array]:
-    """:func:`jaccard_loss` and its gradient, by hand (see :func:`jdt_value_and_grad`)."""
-    refuse_weights("jaccard_loss", weights_among(options))
-    return jdt_value_and_grad(logits, label, alpha=1.0, beta=1.0, **options)
-
-
-def dice_value_and_grad(logits: Array, label: Array, **options: Any) -> tuple[Array, Array]:
-    """:func:`dice_loss` and its gradient, by hand (see :func:`jdt_value_and_grad`)."""
-    refuse_weights("dice_loss", weights_among(options))
-    return jdt_value_and_grad(logits, label, alpha=0.5, beta=0.5, **options)
-
-
-def weights_among(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``alpha`` and ``beta`` among ``options`` (for :func:`refuse_weights`)."""
-    return {k: v for k, v in options.items() if k in ("alpha", "beta")}
 
 
 def jdt_statistics(

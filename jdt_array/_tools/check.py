@@ -18,9 +18,10 @@ import numpy as np
 from ..compound import ce_jdt_loss, generalized_dice_loss
 from ..cross_entropy import cross_entropy, kl_div
 from ..grad import value_and_grad
-from ..jdt import dice_loss, jaccard_loss, jdt_loss, tversky_loss
+from ..jdt import jdt_loss
 from ..lovasz import lovasz_hinge_loss, lovasz_softmax_loss
 from ..metrics import FineGrainedMetrics
+from ..named_losses import dice_loss, jaccard_loss, tversky_loss
 from .libraries import ArrayLibrary, available_libraries
 
 IGNORE = 255  # the void label of the hard-label inputs

@@ -19,10 +19,11 @@ import jax
 
 from .._cardinalities import label_vjp, statistics, statistics_vjp
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
-from ..jdt import JDTOptions, loss_with_options, prepare, refuse_weights, weights_among
+from ..jdt import JDTOptions, loss_with_options, prepare
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
 from ..metrics import BatchStatistics
+from ..named_losses import refuse_weights, weights_among
 
 __all__ = [
     "dice_loss",

@@ -13,8 +13,9 @@ import torch
 
 from ...compound import CE_WEIGHT, JDT_WEIGHT, ce_jdt_loss, generalized_dice_loss
 from ...cross_entropy import cross_entropy, kl_div
-from ...jdt import JDTOptions, refuse_weights, weights_among
+from ...jdt import JDTOptions
 from ...lovasz import check_syncable, lovasz_hinge_loss, lovasz_softmax_loss
+from ...named_losses import refuse_weights, weights_among
 from .functional import check_backward, check_sync, loss_with, replica_sum
 
 
