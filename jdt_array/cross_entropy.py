@@ -348,7 +348,7 @@ def _activated_value_and_grad(
     )  # fmt: skip
     binary = activation == "sigmoid" or x.shape[axis] == 1
     if activation == "sigmoid":
-        z = activate_logits(xp, logits, kept, x.dtype)
+        z = _inert_logits(xp, logits, kept, x.dtype)
         terms = _guarded(xp, y, _softplus(xp, -z)) + _guarded(xp, 1.0 - y, _softplus(xp, z))
         g = x - y
     else:  # probabilities: 0 log 0 = 0, and no division where the label removes it
@@ -369,7 +369,7 @@ def _activated_value_and_grad(
     return zero_d(xp, loss), grad
 
 
-def activate_logits(xp, logits, kept, dtype):
+def _inert_logits(xp, logits, kept, dtype):
     """The logits in ``dtype``, 0 where not ``kept`` (so that they stay inert)."""
     z = xp.astype(logits, dtype)
     return z if kept is None else xp.where(kept, z, 0.0)
