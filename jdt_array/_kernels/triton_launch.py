@@ -179,6 +179,7 @@ def statistics(
         *_common_args(inputs), partial, ce, b, n, c,
         0 if ignore_index is None else ignore_index, float(norm), per_run,
         *_strides(inputs), **inputs.flags, BLOCK_C=block_c, BLOCK_N=block_n,
+        num_warps=_warps(inputs),
     )  # fmt: skip
     # Fresh tensors each (an operator's outputs may not alias one another).
     sums = partial[:, :, :3].sum(0).unbind(1)
@@ -216,7 +217,7 @@ def gradient(
         *_common_args(inputs), g_prob, g_diff, g_ce, out.tensor, n, c,
         0 if ignore_index is None else ignore_index, float(norm),
         *_strides(inputs), *out.strides, **inputs.flags, WITH_CE=with_ce,
-        BLOCK_C=block_c, BLOCK_N=block_n,
+        BLOCK_C=block_c, BLOCK_N=block_n, num_warps=_warps(inputs),
     )  # fmt: skip
     return grad
 
@@ -229,6 +230,14 @@ def gradient_buffer(logits: torch.Tensor, class_axis: int) -> torch.Tensor:
     if any(grad.movedim(class_axis, to).is_contiguous() for to in (-1, 1)):
         return grad
     return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+
+def _warps(inputs: _Inputs) -> int:
+    """Warps per program: a full tile holds several float32 arrays of ``_TILE``
+    elements, which 8 warps keep in registers without spilling (an untuned start:
+    no GPU has timed the kernels yet)."""
+    block_c, block_n = inputs.block
+    return 8 if block_c * block_n >= _TILE else 4
 
 
 def _cdiv(a: int, b: int) -> int:
