@@ -164,7 +164,10 @@ def loss_with(
     # cannot give (setup_context, a vmap rule): autodiff there.
     lean = backward == "vjp" and logits.requires_grad and not in_torch_func(logits)
     # The fused Triton statistics have a lean backward of their own (a second pass).
-    lean = lean and not torch_fused.fuses(logits, label, options.class_axis)
+    fused = options.activation == "softmax" and torch_fused.fuses(
+        logits, label, options.class_axis
+    )
+    lean = lean and not fused
     return loss_with_options(
         logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
         reduce=reduce, statistics_fn=_LeanStatistics.apply if lean else None,
