@@ -296,6 +296,24 @@ def prepare(
     ``check_values=False`` skips reading the label (for a backward pass, whose forward
     pass checked the same arrays).
     """
+    xp, axis, hard, keep = check_inputs(
+        logits, label, keep_mask, options, check_values=check_values
+    )
+    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
+    return Prepared(xp, prob, label, keep, axis, options.norm, hard)
+
+
+def check_inputs(
+    logits: Array,
+    label: Array,
+    keep_mask: Array | None,
+    options: JDTOptions,
+    *,
+    check_values: bool = True,
+) -> tuple[Any, int, bool, Array | None]:
+    """The checks of :func:`prepare` without the softmax: ``(xp, class axis (non-
+    negative), whether the label is hard, the kept pixels or None)``. For a kernel that
+    computes the probabilities itself (the fused JAX forms)."""
     xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
     checks.check_logits(xp, logits)
     axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
@@ -312,8 +330,7 @@ def prepare(
         keep = kept_pixels(xp, label, options.ignore_index, keep_mask)
     elif check_values:
         checks.check_soft_label_values(xp, label, keep_mask, axis)
-    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
-    return Prepared(xp, prob, label, keep, axis, options.norm, hard)
+    return xp, axis, hard, keep
 
 
 StatisticsFn = Callable[[Array, Array, Any, JDTOptions], tuple]
