@@ -98,16 +98,9 @@ def statistics_vjp(
             xp, x, inputs.label, inputs.keep, axis, p, g_prob_card, g_diff_card,
             residual=residual, overwrite=overwrite,
         )  # fmt: skip
-    g_p = along_classes(xp, g_prob_card, x.ndim, axis)
-    g_d = along_classes(xp, g_diff_card, x.ndim, axis)
-    diff = x - _soft_label(inputs)
-    # d x^p / dx and d |x - y|^p / dx; for p = 1 without a power (no 0^0).
-    d_pow = 1.0 if p == 1 else p * x ** (p - 1)
-    d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
-    g = g_p * d_pow + g_d * d_diff
-    if inputs.keep is not None:
-        g = xp.where(xp.expand_dims(inputs.keep, axis=axis), g, 0.0)
-    return _kernels.softmax_vjp(xp, x, g, axis)
+    return _kernels.soft_statistics_vjp(
+        xp, x, _soft_label(inputs), inputs.keep, axis, p, g_prob_card, g_diff_card
+    )
 
 
 def label_vjp(inputs: Prepared, g_label_card: Array, g_diff_card: Array) -> Array:

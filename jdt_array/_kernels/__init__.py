@@ -30,6 +30,7 @@ __all__ = [
     "hard_statistics_vjp",
     "kernels_for",
     "pixel_counts",
+    "soft_statistics_vjp",
     "softmax",
     "softmax_vjp",
     "value_and_grad",
@@ -82,6 +83,12 @@ def hard_statistics_vjp(xp: Any, *args: Any, **options: Any) -> Array:
     """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|);
     arguments as :meth:`Generic.hard_statistics_vjp`."""
     return kernels_for(xp).hard_statistics_vjp(*args, **options)
+
+
+def soft_statistics_vjp(xp: Any, *args: Any) -> Array:
+    """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for a
+    soft label; arguments as :meth:`Generic.soft_statistics_vjp`."""
+    return kernels_for(xp).soft_statistics_vjp(*args)
 
 
 def value_range(xp: Any, values: Array) -> tuple[Array, Array]:

@@ -115,6 +115,32 @@ class Generic:
             g = xp.where(xp.expand_dims(keep, axis=axis), g, 0.0)
         return self.softmax_vjp(x, g, axis)
 
+    # -- soft-label gradient -------------------------------------------------------
+
+    def soft_statistics_vjp(
+        self,
+        prob: Array,
+        label: Array,
+        keep: Array | None,
+        class_axis: int,
+        norm: float,
+        g_prob_card: Array,
+        g_diff_card: Array,
+    ) -> Array:
+        """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for
+        a soft label ``label`` (in the dtype of ``prob``), 0 at dropped pixels."""
+        xp, x, axis, p = self.xp, prob, class_axis, norm
+        g_p = along_classes(xp, g_prob_card, x.ndim, axis)
+        g_d = along_classes(xp, g_diff_card, x.ndim, axis)
+        diff = x - label
+        # d x^p / dx and d |x - y|^p / dx; for p = 1 without a power (no 0^0).
+        d_pow = 1.0 if p == 1 else p * x ** (p - 1)
+        d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
+        g = g_p * d_pow + g_d * d_diff
+        if keep is not None:
+            g = xp.where(xp.expand_dims(keep, axis=axis), g, 0.0)
+        return self.softmax_vjp(x, g, axis)
+
     # -- checks and metrics ----------------------------------------------------------
 
     def value_range(self, values: Array) -> tuple[Array, Array]:
@@ -156,7 +182,8 @@ class Generic:
         if self.pair_table_pays(label_ids.shape[1], C):
             pairs = self.pair_counts(label_ids, pred_ids, C)  # row C: uncounted pixels
             flat = xp.reshape(pairs, (pairs.shape[0], (C + 1) ** 2))
-            diagonal = xp.arange(C, dtype=xp.int64, device=device(label_ids)) * (C + 2)
+            # (the default integer dtype: JAX without x64 has no int64)
+            diagonal = xp.arange(C, device=device(label_ids)) * (C + 2)
             return (
                 xp.take(flat, diagonal, axis=1),
                 xp.sum(pairs[:, :C, :C], axis=1),

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._pixels import along_classes
 from .generic import Generic
 
 KERNEL_VARIABLE = "JDT_ARRAY_JAX_KERNEL"
@@ -97,6 +98,11 @@ def class_sum(term: Callable[..., jax.Array], arrays: tuple, axis: int) -> jax.A
     return _fold(jnp.add, sliced, arrays[0].shape[axis])
 
 
+def _count_dtype():
+    """The default integer dtype: int64 with ``jax_enable_x64``, else int32."""
+    return jnp.asarray(0).dtype
+
+
 # -- the softmax -----------------------------------------------------------------------
 
 
@@ -126,6 +132,66 @@ class JaxKernels(Generic):
     def softmax_vjp(self, prob, g_prob, axis):
         inner = class_sum(lambda x, g: x * g, (prob, g_prob), axis)
         return prob * (g_prob - inner)
+
+    def soft_statistics_vjp(self, prob, label, keep, class_axis, norm, g_prob_card,
+                            g_diff_card):  # fmt: skip
+        """For norm 1: g = g_|x| + g_|x-y| sign(x - y) is formed inside the class fold
+        and again in the output, never stored (one (B, C, N) temporary less)."""
+        if norm != 1:
+            return super().soft_statistics_vjp(
+                prob, label, keep, class_axis, norm, g_prob_card, g_diff_card
+            )
+        axis = class_axis
+        g_p = along_classes(jnp, g_prob_card, prob.ndim, axis)
+        g_d = along_classes(jnp, g_diff_card, prob.ndim, axis)
+
+        def term(x, y, a, d):
+            return x * (a + d * jnp.sign(x - y))
+
+        inner = class_sum(term, (prob, label, g_p, g_d), axis)
+        grad = prob * (g_p + g_d * jnp.sign(prob - label) - inner)
+        if keep is None:
+            return grad
+        return jnp.where(jnp.expand_dims(keep, axis=axis), grad, 0.0)
+
+    # -- metrics: scatter-added counts instead of C comparisons per pixel -----------
+
+    counts_pairs_in_one_pass = True
+
+    def argmax(self, x, axis):
+        """The first index of the maximum (the first NaN if any), folded over the class
+        slices when the class axis is not the last."""
+        if _minor(x, axis):
+            return jnp.argmax(x, axis=axis)
+
+        def step(c, carry):
+            best, index = carry
+            value = _slice(x, c, axis)
+            # Strictly greater keeps the first maximum; a NaN wins over any number,
+            # and the first NaN stays.
+            better = (value > best) | (jnp.isnan(value) & ~jnp.isnan(best))
+            return jnp.where(better, value, best), jnp.where(better, c, index)
+
+        first = _slice(x, 0, axis)
+        start = (first, jnp.zeros(first.shape, jnp.int32))
+        _, index = lax.fori_loop(1, x.shape[axis], step, start)
+        return jnp.squeeze(index, axis=axis)
+
+    def class_counts(self, ids, num_classes):
+        """(B, C) counts of the ids in [0, C] (C: no class) by one scatter-add per
+        image."""
+        bins = num_classes + 1
+        rows = jnp.arange(ids.shape[0], dtype=jnp.int32)[:, None] * bins
+        where = jnp.reshape(rows + ids.astype(jnp.int32), (-1,))
+        counts = jnp.zeros(ids.shape[0] * bins, _count_dtype()).at[where].add(1)
+        return jnp.reshape(counts, (ids.shape[0], bins))[:, :num_classes]
+
+    def pair_counts(self, label_ids, pred_ids, num_classes):
+        # int32 codes: the table is only built while its (C + 1)^2 bins fit an image
+        bins = num_classes + 1
+        code = label_ids.astype(jnp.int32) * bins + pred_ids.astype(jnp.int32)
+        counts = self.class_counts(code, bins * bins)
+        return jnp.reshape(counts, (code.shape[0], bins, bins))
 
     def value_and_grad(self, loss_fn, logits, label, options, *, hand_gradient):
         return autodiff_value_and_grad(loss_fn, logits, label, **options)
