@@ -26,6 +26,7 @@ __all__ = [
     "Generic",
     "Residual",
     "argmax",
+    "argsort_descending",
     "hard_statistics",
     "hard_statistics_vjp",
     "kernels_for",
@@ -71,6 +72,11 @@ def softmax_vjp(xp: Any, prob: Array, g_prob: Array, axis: int) -> Array:
 def argmax(xp: Any, x: Array, axis: int) -> Array:
     """The first index of the maximum along ``axis`` (the first NaN if any)."""
     return kernels_for(xp).argmax(x, axis)
+
+
+def argsort_descending(xp: Any, x: Array) -> Array:
+    """The stable descending order of ``x`` along its last axis."""
+    return kernels_for(xp).argsort_descending(x)
 
 
 def hard_statistics(xp: Any, *args: Any) -> tuple[tuple[Array, Array, Array], Residual]:

@@ -141,6 +141,12 @@ class Generic:
             g = xp.where(xp.expand_dims(keep, axis=axis), g, 0.0)
         return self.softmax_vjp(x, g, axis)
 
+    # -- sorting (the Lovasz losses) ------------------------------------------------
+
+    def argsort_descending(self, x: Array) -> Array:
+        """The stable descending order along the last axis (ties keep their order)."""
+        return self.xp.argsort(x, axis=-1, descending=True, stable=True)
+
     # -- checks and metrics ----------------------------------------------------------
 
     def value_range(self, values: Array) -> tuple[Array, Array]:
