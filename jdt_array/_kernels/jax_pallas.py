@@ -63,7 +63,8 @@ def covers(logits: Any, label: Any, class_axis: int, norm: float,
 
 
 def _varies(x) -> bool:
-    axis_type = getattr(jax.typeof(x), "manual_axis_type", None)
+    typeof = getattr(jax, "typeof", None)  # older JAX has no typed manual axes
+    axis_type = getattr(typeof(x), "manual_axis_type", None) if typeof else None
     return bool(axis_type is not None and axis_type.varying)
 
 
@@ -223,7 +224,8 @@ def class_codes(label, keep, num_classes: int) -> jax.Array:
 def _output(shape, dtype, *inputs):
     """The ``out_shape`` of a pallas_call: inside ``shard_map``, varying over the mesh
     axes its inputs vary over (newer JAX checks it)."""
-    types = [getattr(jax.typeof(x), "manual_axis_type", None) for x in inputs]
+    typeof = getattr(jax, "typeof", None)
+    types = [getattr(typeof(x), "manual_axis_type", None) for x in inputs] if typeof else []
     types = [t for t in types if t is not None]
     if not types:
         return jax.ShapeDtypeStruct(shape, dtype)
