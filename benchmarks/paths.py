@@ -22,6 +22,10 @@ CASES = {
     "dice-D": ("dice_loss", {}),
     "jaccard-I+C": ("jaccard_loss", {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0}),
     "ce-jdt": ("ce_jdt_loss", {}),
+    # Soft labels (a softmax of random scores, shaped like the logits).
+    "jaccard-D-soft": ("jaccard_loss", {}),
+    "dice-D-soft": ("dice_loss", {}),
+    "jaccard-I+C-soft": ("jaccard_loss", {"mIoUD": 0.0, "mIoUI": 1.0, "mIoUC": 1.0}),
     "lovasz-softmax": ("lovasz_softmax_loss", {}),
     "metrics-update": ("metrics", {}),
 }
@@ -36,6 +40,7 @@ PATHS = {
     "torch-compile-triton": "PyTorch, torch.compile, the fused Triton kernels (GPU only)",
     "jax-jit": "JAX jit of jax.value_and_grad (autodiff)",
     "jax-jit-vjp": "JAX jit, hand-derived custom_vjp",
+    "jax-plain": "yardstick: JAX jit of jax.value_and_grad of a plain one-hot-free formula",
     "cupy": "CuPy, value_and_grad (hand-derived gradient)",
     "monai": "peer: MONAI DiceLoss / Jaccard variant (softmax, one-hot, batch=True)",
     "onehot-baseline": "peer: the reference JDTLoss algorithm (float one-hot, |p - y|)",
@@ -45,7 +50,16 @@ PEER_CASES = {
     "monai": ("jaccard-D", "dice-D"),
     "onehot-baseline": ("jaccard-D", "dice-D", "jaccard-I+C"),
     "reference-replica": ("jaccard-D", "dice-D", "lovasz-softmax"),
+    "jax-plain": (
+        "jaccard-D",
+        "dice-D",
+        "jaccard-I+C",
+        "jaccard-D-soft",
+        "dice-D-soft",
+        "jaccard-I+C-soft",
+    ),
 }
+SOFT_CASES = ("jaccard-D-soft", "dice-D-soft", "jaccard-I+C-soft")
 # The kernel choice of the PyTorch paths (JDT_ARRAY_TORCH_KERNEL while they run).
 TORCH_KERNEL = {"torch-eager-triton": "triton", "torch-compile-triton": "triton"}
 
@@ -54,11 +68,15 @@ TORCH_KERNEL = {"torch-eager-triton": "triton", "torch-compile-triton": "triton"
 class Step:
     run: Callable[[], None]
     input_bytes: int
+    # XLA's compiled temporary memory (memory_analysis().temp_size_in_bytes), for JAX
+    xla_temp_bytes: int | None = None
 
 
 def applies(path: str, case: str, device: str) -> bool:
     if path in PEER_CASES and case not in PEER_CASES[path]:
         return False
+    if case in SOFT_CASES and path in ("numpy", "cupy", "torch-compile"):
+        return False  # the soft-label rows are for the autodiff / custom_vjp paths
     if case == "metrics-update" and path not in ("numpy", "torch-eager", "jax-jit", "cupy"):
         return False  # metrics have no backward: one path per library
     if path == "numpy":
@@ -77,8 +95,17 @@ def make_inputs(shape, seed=0):
     return logits, label
 
 
+def make_soft_label(shape, seed=1):
+    """Per-class probabilities shaped like the logits (a softmax of random scores)."""
+    z = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def make_step(path: str, case: str, shape, device: str) -> Step:
     logits, label = make_inputs(shape)
+    if case in SOFT_CASES:
+        label = make_soft_label(shape)
     return _FACTORIES[path.split("-")[0]](path, case, logits, label, device)
 
 
@@ -170,14 +197,72 @@ def _jax(path, case, logits, label, device):
 
     _, x, y = _on("jax", device, logits, label)
     if case == "metrics-update":
-        return _metrics_step(x, y, sync=lambda: None)
+        return _jax_metrics_step(x, y)
     name, options = CASES[case]
-    if path == "jax-jit-vjp" and name in ("jaccard_loss", "dice_loss"):
+    if path == "jax-plain":
+        loss = functools.partial(plain_jax_loss, **_plain_options(case))
+    elif path == "jax-jit-vjp" and name in ("jaccard_loss", "dice_loss"):
         loss = functools.partial(getattr(jj, name), **options)
     else:
         loss = _loss(case)
     step = jax.jit(jax.value_and_grad(lambda z: loss(z, y)))
-    return Step(lambda: jax.block_until_ready(step(x)), logits.nbytes)
+    memory = step.lower(x).compile().memory_analysis()
+    return Step(lambda: jax.block_until_ready(step(x)), logits.nbytes,
+                xla_temp_bytes=int(memory.temp_size_in_bytes))  # fmt: skip
+
+
+def _plain_options(case):
+    return {"ab": 0.5 if case.startswith("dice") else 1.0, "per_image": "I+C" in case}
+
+
+def plain_jax_loss(z, y, *, ab=1.0, per_image=False, smooth=1e-3):
+    """The yardstick: the JDT loss as a plain one-hot-free JAX formula (hard labels
+    compared with the class ids, soft labels through |x - y|; the package's defaults:
+    "PRESENT" classes for hard labels, "ALL" for soft ones)."""
+    import jax
+    import jax.numpy as jnp
+
+    b, c = z.shape[:2]
+    p = jax.nn.softmax(z.reshape(b, c, -1), axis=1)
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        hit = y.reshape(b, 1, -1) == jnp.arange(c)[None, :, None]
+        label_card = hit.sum(2).astype(p.dtype)
+        tp = jnp.where(hit, p, 0.0).sum(2)
+        present = label_card > 0.01
+    else:
+        y = y.reshape(b, c, -1)
+        label_card = y.sum(2)
+        tp = (p.sum(2) + label_card - jnp.abs(p - y).sum(2)) / 2
+        present = jnp.ones((b, c), bool)
+    fp, fn = p.sum(2) - tp, label_card - tp
+
+    def mean_loss(tp, fp, fn, active, axis):
+        loss = jnp.where(active, 1 - (tp + smooth) / (tp + ab * (fp + fn) + smooth), 0.0)
+        return loss.sum(axis) / jnp.maximum(active.sum(axis), 1)
+
+    if not per_image:
+        return mean_loss(tp.sum(0), fp.sum(0), fn.sum(0), present.any(0), 0)
+    per_img = mean_loss(tp, fp, fn, present, 1)
+    image_level = per_img.sum() / jnp.maximum(present.any(1).sum(), 1)
+    per_class = mean_loss(tp, fp, fn, present, 0)
+    return image_level + per_class.sum() / jnp.maximum(present.any(0).sum(), 1)
+
+
+def _jax_metrics_step(prob_source, label):
+    """``FineGrainedMetrics.update`` with the batch statistics under ``jax.jit``."""
+    import jax
+
+    from jdt_array.metrics import FineGrainedMetrics
+
+    num_classes = prob_source.shape[1]
+    prob = jax.nn.softmax(prob_source, axis=1)
+    metrics = FineGrainedMetrics(num_classes)
+    statistics = jax.jit(metrics.statistics)
+
+    def run():
+        metrics.update_statistics(jax.block_until_ready(statistics(prob, label)))
+
+    return Step(run, int(prob.size * 4))
 
 
 def _monai(path, case, logits, label, device):

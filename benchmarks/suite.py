@@ -81,6 +81,7 @@ def measure(path: str, case: str, shape, device: str, reps: int) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
     return {"median_ms": float(np.median(times) * 1e3), "min_ms": float(min(times) * 1e3),
             "peak_extra_bytes": int(max(peak, 0)), "input_bytes": step.input_bytes,
+            "xla_temp_bytes": step.xla_temp_bytes,
             "gpu": _gpu_name(path) if device == "cuda" else None}  # fmt: skip
 
 
@@ -188,20 +189,22 @@ def combine_processes(records: list[dict]) -> dict:
 
 def format_table(results) -> str:
     head = (
-        f"{'size':<16} {'case':<15} {'path':<21} {'median ms':>10} {'extra MB':>9} "
-        f"{'x floor':>8}"
+        f"{'size':<16} {'case':<16} {'path':<21} {'median ms':>10} {'extra MB':>9} "
+        f"{'x floor':>8} {'XLA temp / logits':>18}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
             lines.append(
-                f"{r['size']:<16} {r['case']:<15} {r['path']:<21} error: {r['error']}"
+                f"{r['size']:<16} {r['case']:<16} {r['path']:<21} error: {r['error']}"
             )
             continue
         floor = f"{r['x_floor']:.1f}" if "x_floor" in r else "-"
+        temp = r.get("xla_temp_bytes")
+        temp = f"{temp / r['input_bytes']:.2f}" if temp is not None else "-"
         lines.append(
-            f"{r['size']:<16} {r['case']:<15} {r['path']:<21} {r['median_ms']:>10.2f} "
-            f"{r['peak_extra_bytes'] / 2**20:>9.1f} {floor:>8}"
+            f"{r['size']:<16} {r['case']:<16} {r['path']:<21} {r['median_ms']:>10.2f} "
+            f"{r['peak_extra_bytes'] / 2**20:>9.1f} {floor:>8} {temp:>18}"
         )
     return "\n".join(lines)
 
@@ -274,10 +277,12 @@ def main(argv=None, progress=None, prog="python -m benchmarks.suite") -> int:
     rounds = max(1, args.processes)
     runs = [[] for _ in jobs]
     for r in range(rounds):  # round by round: a slow spell hits every path alike
-        for i, (path, case, size) in enumerate(jobs):
+        # alternating: every other round runs the jobs in reverse order
+        order = list(enumerate(jobs)) if r % 2 == 0 else list(enumerate(jobs))[::-1]
+        for n, (i, (path, case, size)) in enumerate(order):
             label, count, total = (
                 f"{size} {case} {path}",
-                r * len(jobs) + i + 1,
+                r * len(jobs) + n + 1,
                 rounds * len(jobs),
             )
             if progress:

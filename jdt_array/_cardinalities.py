@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from . import _kernels
 from ._activation import activation_vjp, kept_along
 from ._array import Array
-from ._pixels import along_classes, power, spatial_axes
+from ._pixels import along_classes, power, soft_cardinalities_grad, spatial_axes
 
 
 class Statistics(NamedTuple):
@@ -106,18 +106,13 @@ def statistics_vjp(
             xp, x, inputs.label, inputs.keep, axis, p, g_prob_card, g_diff_card,
             residual=residual, overwrite=overwrite,
         )  # fmt: skip
-    g_p = along_classes(xp, g_prob_card, x.ndim, axis)
-    g_d = along_classes(xp, g_diff_card, x.ndim, axis)
-    diff = x - _soft_label(inputs)
-    # d x^p / dx and d |x - y|^p / dx; for p = 1 without a power (no 0^0).
-    d_pow = 1.0 if p == 1 else p * x ** (p - 1)
-    d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
-    g = g_p * d_pow + g_d * d_diff
-    if inputs.keep is not None:
-        g = xp.where(kept_along(xp, inputs.keep, x.ndim, axis), g, 0.0)
-    if inputs.activation != "softmax":
-        return activation_vjp(xp, x, g, inputs.activation)
-    return _kernels.softmax_vjp(xp, x, g, axis)
+    y = _soft_label(inputs)
+    if inputs.activation == "softmax":
+        return _kernels.soft_statistics_vjp(
+            xp, x, y, inputs.keep, axis, p, g_prob_card, g_diff_card
+        )
+    g = soft_cardinalities_grad(xp, x, y, inputs.keep, axis, p, g_prob_card, g_diff_card)
+    return activation_vjp(xp, x, g, inputs.activation)
 
 
 def label_vjp(inputs: Prepared, g_label_card: Array, g_diff_card: Array) -> Array:

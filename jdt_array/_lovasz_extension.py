@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _kernels
 from ._array import Array, device, zero_d
 from ._tversky import sum_over_replicas
 
@@ -75,7 +76,7 @@ def lovasz_extension(
     Jaccard increment at its rank (0 for dropped pixels).
     """
     key = xp.where(keep, errors, -1.0)
-    order = xp.argsort(key, axis=-1, descending=True, stable=True)
+    order = _kernels.argsort_descending(xp, key)
     sorted_errors = xp.take_along_axis(xp.where(keep, errors, 0.0), order, axis=-1)
     sorted_fg = xp.take_along_axis(xp.astype(fg, order.dtype), order, axis=-1)
     increments = jaccard_increments(xp, sorted_fg, errors.dtype)

@@ -72,3 +72,24 @@ def along_classes(xp: Any, values: Any, ndim: int, class_axis: int) -> Any:
 def power(x: Any, p: float) -> Any:
     """``x ** p``, and ``x`` itself for p = 1 (no pass over the pixels)."""
     return x if p == 1 else x**p
+
+
+def soft_cardinalities_grad(
+    xp: Any, x: Any, y: Any, keep: Any, class_axis: int, norm: float,
+    g_prob_card: Any, g_diff_card: Any,
+) -> Any:  # fmt: skip
+    """d/dx of sum(g_prob_card |x|^p) + sum(g_diff_card |x - y|^p) with (B, C)
+    cotangents, for probabilities x >= 0 and a soft label y; 0 where ``keep`` (per
+    pixel, or per entry with x's shape) is False."""
+    p = norm
+    g_p = along_classes(xp, g_prob_card, x.ndim, class_axis)
+    g_d = along_classes(xp, g_diff_card, x.ndim, class_axis)
+    diff = x - y
+    # d x^p / dx and d |x - y|^p / dx; for p = 1 without a power (no 0^0).
+    d_pow = 1.0 if p == 1 else p * x ** (p - 1)
+    d_diff = xp.sign(diff) if p == 1 else p * xp.abs(diff) ** (p - 1) * xp.sign(diff)
+    g = g_p * d_pow + g_d * d_diff
+    if keep is not None:
+        kept = keep if keep.ndim == x.ndim else xp.expand_dims(keep, axis=class_axis)
+        g = xp.where(kept, g, 0.0)
+    return g

@@ -26,11 +26,13 @@ __all__ = [
     "Generic",
     "Residual",
     "argmax",
+    "argsort_descending",
     "fused_statistics",
     "hard_statistics",
     "hard_statistics_vjp",
     "kernels_for",
     "pixel_counts",
+    "soft_statistics_vjp",
     "softmax",
     "softmax_vjp",
     "value_and_grad",
@@ -82,6 +84,9 @@ def fused_statistics(xp: Any, *args: Any) -> tuple[Array, ...] | None:
     """The JDT statistics (and cross-entropy sums) straight from the logits, or None
     where no fused kernel covers them; arguments as :meth:`Generic.fused_statistics`."""
     return kernels_for(xp).fused_statistics(*args)
+def argsort_descending(xp: Any, x: Array) -> Array:
+    """The stable descending order of ``x`` along its last axis."""
+    return kernels_for(xp).argsort_descending(x)
 
 
 def hard_statistics(xp: Any, *args: Any) -> tuple[tuple[Array, Array, Array], Residual]:
@@ -94,6 +99,12 @@ def hard_statistics_vjp(xp: Any, *args: Any, **options: Any) -> Array:
     """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|);
     arguments as :meth:`Generic.hard_statistics_vjp`."""
     return kernels_for(xp).hard_statistics_vjp(*args, **options)
+
+
+def soft_statistics_vjp(xp: Any, *args: Any) -> Array:
+    """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for a
+    soft label; arguments as :meth:`Generic.soft_statistics_vjp`."""
+    return kernels_for(xp).soft_statistics_vjp(*args)
 
 
 def value_range(xp: Any, values: Array) -> tuple[Array, Array]:

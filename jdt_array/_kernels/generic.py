@@ -16,7 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .._array import device
-from .._pixels import along_classes, class_mask, power, spatial_axes
+from .._pixels import (
+    along_classes,
+    class_mask,
+    power,
+    soft_cardinalities_grad,
+    spatial_axes,
+)
 
 Array = Any
 Residual = Any  # what a kernel keeps from the statistics for their gradient, or None
@@ -138,6 +144,30 @@ class Generic:
             g = xp.where(xp.expand_dims(keep, axis=axis), g, 0.0)
         return self.softmax_vjp(x, g, axis)
 
+    # -- soft-label gradient -------------------------------------------------------
+
+    def soft_statistics_vjp(
+        self,
+        prob: Array,
+        label: Array,
+        keep: Array | None,
+        class_axis: int,
+        norm: float,
+        g_prob_card: Array,
+        g_diff_card: Array,
+    ) -> Array:
+        """The logits' gradient of sum(g_prob_card |x|) + sum(g_diff_card |x - y|) for
+        a soft label ``label`` (in the dtype of ``prob``), 0 at dropped pixels."""
+        g = soft_cardinalities_grad(self.xp, prob, label, keep, class_axis, norm,
+                                    g_prob_card, g_diff_card)  # fmt: skip
+        return self.softmax_vjp(prob, g, class_axis)
+
+    # -- sorting (the Lovasz losses) ------------------------------------------------
+
+    def argsort_descending(self, x: Array) -> Array:
+        """The stable descending order along the last axis (ties keep their order)."""
+        return self.xp.argsort(x, axis=-1, descending=True, stable=True)
+
     # -- checks and metrics ----------------------------------------------------------
 
     def value_range(self, values: Array) -> tuple[Array, Array]:
@@ -179,7 +209,8 @@ class Generic:
         if self.pair_table_pays(label_ids.shape[1], C):
             pairs = self.pair_counts(label_ids, pred_ids, C)  # row C: uncounted pixels
             flat = xp.reshape(pairs, (pairs.shape[0], (C + 1) ** 2))
-            diagonal = xp.arange(C, dtype=xp.int64, device=device(label_ids)) * (C + 2)
+            # (the default integer dtype: JAX without x64 has no int64)
+            diagonal = xp.arange(C, device=device(label_ids)) * (C + 2)
             return (
                 xp.take(flat, diagonal, axis=1),
                 xp.sum(pairs[:, :C, :C], axis=1),

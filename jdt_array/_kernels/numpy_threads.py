@@ -41,6 +41,21 @@ def each_chunk(fn: Callable[[slice], None], pixels: int, per_pixel: int) -> None
         pass
 
 
+def each_block_of_rows(fn: Callable[[slice], None], rows: int) -> None:
+    """Call ``fn(block)`` for one slice of ``range(rows)`` per thread, in parallel (for
+    row-wise work such as sorting, where each row is long)."""
+    pool = _pool(os.getpid())
+    parts = 1 if pool is None else max(1, min(rows, threads()))
+    step = -(-rows // parts) if rows else 1
+    blocks = [slice(s, min(s + step, rows)) for s in range(0, rows, step)] or [slice(0, 0)]
+    if pool is None or len(blocks) < 2:
+        for block in blocks:
+            fn(block)
+        return
+    for _ in pool.map(fn, blocks):
+        pass
+
+
 def threads() -> int:
     """The number of threads the NumPy kernels use."""
     setting = os.environ.get("JDT_ARRAY_NUMPY_THREADS")

@@ -6,6 +6,12 @@ over devices.
 The core functions already work under ``jit``, ``grad`` and ``vmap``; the
 ``custom_vjp`` forms here swap the traced backward of the pixel-level part for the
 hand-derived one, which keeps only the inputs as residuals and recomputes the softmax.
+
+The pixel-level part runs in one of two forms, chosen when a loss is traced by the
+environment variable ``JDT_ARRAY_JAX_KERNEL``: ``auto`` (the default) and ``xla`` run
+the array code through XLA; ``pallas`` runs the two fused Pallas passes of
+``jdt_array._kernels.jax_pallas`` (in Pallas's interpreter on CPU) for the cases they
+cover (softmax, ``norm=1``, the class axis first or last) and the XLA form for the rest.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from typing import Any
 import jax
 
 from .._cardinalities import label_vjp, statistics, statistics_vjp
+from .._kernels import jax_pallas
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
-from ..jdt import JDTOptions, loss_with_options, prepare
+from .._kernels.jax import kernel_choice
+from ..jdt import JDTOptions, check_inputs, loss_with_options, prepare
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
 from ..metrics import BatchStatistics
@@ -39,15 +47,22 @@ __all__ = [
 
 
 @functools.lru_cache(maxsize=128)
-def _lean_statistics(options: JDTOptions) -> Callable:
-    """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics.
+def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
+    """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics, with
+    the pixel-level passes of ``kernel`` ("xla" or "pallas").
 
     The rest of the loss, collectives included, is left to JAX's autodiff, which knows
     how to transpose them.
     """
 
+    def fused(logits, label):
+        return kernel == "pallas" and uses_pallas(logits, label, options)
+
     @jax.custom_vjp
     def lean(logits, label, keep_mask):
+        if fused(logits, label):
+            _, axis, hard, keep = check_inputs(logits, label, keep_mask, options)
+            return jax_pallas.statistics(logits, label, keep, axis, hard)
         return tuple(statistics(prepare(logits, label, keep_mask, options))[0])
 
     def forward(logits, label, keep_mask):
@@ -60,14 +75,29 @@ def _lean_statistics(options: JDTOptions) -> Callable:
         inputs = prepare(logits, label, keep_mask, options, check_values=False)
         g_label = None  # an integer label has no gradient
         if not inputs.hard:  # a soft label may be trained too: its own gradient
+            # (XLA code, which jit drops when the label's gradient is not used)
             g_label = label_vjp(inputs, g_label_card, g_diff_card)
             # A (B, *spatial) label of one sigmoid channel was given the class axis.
             g_label = g_label.reshape(label.shape).astype(label.dtype)
-        grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
+        if fused(logits, label):
+            grad = jax_pallas.statistics_vjp(
+                logits, label, inputs.keep, inputs.class_axis, inputs.hard,
+                g_prob_card, g_diff_card,
+            )  # fmt: skip
+        else:
+            grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
         return grad.astype(logits.dtype), g_label, None
 
     lean.defvjp(forward, backward)
     return lean
+
+
+def uses_pallas(logits: jax.Array, label: jax.Array, options: JDTOptions) -> bool:
+    """Whether the Pallas form computes this loss when ``JDT_ARRAY_JAX_KERNEL=pallas``;
+    the cases it does not cover run the XLA form (see ``jax_pallas.covers``)."""
+    ndim = logits.ndim
+    axis = options.class_axis + ndim if options.class_axis < 0 else options.class_axis
+    return jax_pallas.covers(logits, label, axis, options.norm, options.activation)
 
 
 def replica_sum(axis_name: Any) -> Callable[[jax.Array], jax.Array]:
@@ -106,7 +136,8 @@ def jdt_loss(
 
 
 def _statistics(logits, label, keep_mask, options):
-    return _lean_statistics(options)(logits, label, keep_mask)
+    # The kernel is read here, at trace time: a changed setting applies at the next trace.
+    return _lean_statistics(options, kernel_choice())(logits, label, keep_mask)
 
 
 def _reduce(axis_name: Any) -> Callable | None:
