@@ -201,7 +201,9 @@ class JaxKernels(Generic):
             return jnp.where(better, value, best), jnp.where(better, c, index)
 
         first = _slice(x, 0, axis)
-        start = (first, jnp.zeros(first.shape, jnp.int32))
+        # zeros_like, not zeros: inside shard_map the carry keeps the slice's
+        # varying-axis type, which a fresh constant lacks.
+        start = (first, jnp.zeros_like(first, dtype=jnp.int32))
         _, index = lax.fori_loop(1, x.shape[axis], step, start)
         return jnp.squeeze(index, axis=axis)
 
