@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     print("| size | case | path | before ms | after ms | after / before | before MB "
           "| after MB |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
     for (size, case, path), runs in found.items():
+
         def median(name, key, scale=1.0, runs=runs):
             values = [r[key] * scale for r in runs.get(name, []) if key in r]
             return statistics.median(values) if values else float("nan")

@@ -23,15 +23,20 @@ import pytest  # noqa: E402
 # like the tests' own; registered before anything imports _support.
 pytest.register_assert_rewrite("_support")
 
-from _support.backends import BACKENDS  # noqa: E402
+from _support.backends import BACKENDS, GRID_BACKENDS  # noqa: E402
 
 
-@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
-def backend(request):
+def _backend(request):
     b = request.param
     b.setup()
     with b.context():
         yield b
+
+
+# Every backend: for a smoke set of cases of each function.
+backend = pytest.fixture(params=BACKENDS, ids=lambda b: b.name)(_backend)
+# NumPy and one autodiff library: for the grids of options, shapes and kernels.
+grid_backend = pytest.fixture(params=GRID_BACKENDS, ids=lambda b: b.name)(_backend)
 
 
 # The slow part of the suite, run by default and in CI: `python -m pytest -m "not slow"`

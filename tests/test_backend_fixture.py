@@ -1,7 +1,14 @@
 """The ``backend`` fixture's list: every array library the package lists, in its test
 variants, so that a library added to the package is tested without editing the tests."""
 
-from _support.backends import BACKENDS, LIBRARIES, VARIANTS, ArrayLibrary, backends_of
+from _support.backends import (
+    BACKENDS,
+    GRID_BACKENDS,
+    LIBRARIES,
+    VARIANTS,
+    ArrayLibrary,
+    backends_of,
+)
 
 
 def test_every_listed_library_has_a_test_backend():
@@ -28,3 +35,8 @@ def test_a_library_without_variants_gets_one_default_backend():
     assert backend.float_dtype == "float64"
     assert not backend.jit
     assert not backend.strict_flags
+
+
+def test_the_grid_backends_are_numpy_and_one_autodiff_library():
+    assert [b.name for b in GRID_BACKENDS] == ["numpy", "torch-float64"]
+    assert all(b in BACKENDS for b in GRID_BACKENDS)

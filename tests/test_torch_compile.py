@@ -95,9 +95,7 @@ TRITON_MODULES = ["JDTLoss-vjp", "JaccardLoss-soft", "DiceLoss-last", "CEJDTLoss
 
 
 @pytest.mark.parametrize("name", TRITON_MODULES)
-def test_compiled_module_through_the_triton_kernels_equals_native_eager(
-    monkeypatch, name
-):
+def test_compiled_module_through_the_triton_kernels_equals_native_eager(monkeypatch, name):
     # The fused operators under dynamo and AOT autograd with dynamic shapes (on CPU
     # tensors in Triton's interpreter; conftest turns it on where CUDA is missing).
     pytest.importorskip("triton")

@@ -187,8 +187,9 @@ LOSS_OPTIONS = [
     pytest.param({}, id="jaccard-mIoUD"),
     pytest.param({"mIoUD": 0.0, "mIoUI": 0.5, "mIoUC": 0.5}, id="mIoUI-mIoUC"),
     pytest.param({"alpha": 0.5, "beta": 0.5, "norm": 2}, id="dice-L2"),
-    pytest.param({"alpha": 0.3, "beta": 0.7, "gamma": 1.5, "log_loss": True},
-                 id="tversky-focal-log"),
+    pytest.param(
+        {"alpha": 0.3, "beta": 0.7, "gamma": 1.5, "log_loss": True}, id="tversky-focal-log"
+    ),
     pytest.param({"class_weights": [1.0, 2.0, 0.5, 1.0, 3.0]}, id="class-weights"),
 ]
 
@@ -228,14 +229,19 @@ def _host(*tensors):
 
 MODULES = [
     pytest.param(lambda: jt.JaccardLoss(ignore_index=IGNORE), id="JaccardLoss"),
-    pytest.param(lambda: jt.DiceLoss(ignore_index=IGNORE, mIoUI=1.0, mIoUD=0.0),
-                 id="DiceLoss-mIoUI"),
-    pytest.param(lambda: jt.TverskyLoss(alpha=0.3, beta=0.7, ignore_index=IGNORE),
-                 id="TverskyLoss"),
-    pytest.param(lambda: jt.JDTLoss(ignore_index=IGNORE, backward="autodiff"),
-                 id="JDTLoss-autodiff"),
-    pytest.param(lambda: jt.CEJDTLoss(ignore_index=IGNORE, class_weights=[1, 2, 1, 1, 3]),
-                 id="CEJDTLoss"),
+    pytest.param(
+        lambda: jt.DiceLoss(ignore_index=IGNORE, mIoUI=1.0, mIoUD=0.0), id="DiceLoss-mIoUI"
+    ),
+    pytest.param(
+        lambda: jt.TverskyLoss(alpha=0.3, beta=0.7, ignore_index=IGNORE), id="TverskyLoss"
+    ),
+    pytest.param(
+        lambda: jt.JDTLoss(ignore_index=IGNORE, backward="autodiff"), id="JDTLoss-autodiff"
+    ),
+    pytest.param(
+        lambda: jt.CEJDTLoss(ignore_index=IGNORE, class_weights=[1, 2, 1, 1, 3]),
+        id="CEJDTLoss",
+    ),
 ]
 
 

@@ -84,6 +84,8 @@ def fused_statistics(xp: Any, *args: Any) -> tuple[Array, ...] | None:
     """The JDT statistics (and cross-entropy sums) straight from the logits, or None
     where no fused kernel covers them; arguments as :meth:`Generic.fused_statistics`."""
     return kernels_for(xp).fused_statistics(*args)
+
+
 def argsort_descending(xp: Any, x: Array) -> Array:
     """The stable descending order of ``x`` along its last axis."""
     return kernels_for(xp).argsort_descending(x)

@@ -45,8 +45,7 @@ def kernel_choice() -> str:
     choice = os.environ.get(VARIABLE, "auto")
     if choice not in CHOICES:
         raise ValueError(
-            f"the environment variable {VARIABLE} must be one of {CHOICES}, got "
-            f"{choice!r}"
+            f"the environment variable {VARIABLE} must be one of {CHOICES}, got {choice!r}"
         )
     return choice
 

@@ -108,6 +108,12 @@ def backends_of(library: ArrayLibrary) -> list[Backend]:
 
 BACKENDS = [backend for library in LIBRARIES for backend in backends_of(library)]
 
+# The backends of the case grids (every option set, shape and kernel): NumPy, whose
+# hand gradients are the array-API code every library without autodiff runs, and one
+# autodiff library in float64. The ``backend`` fixture runs the whole list above on
+# smoke sets of cases; ``grid_backend`` runs these on the grids.
+GRID_BACKENDS = [b for b in BACKENDS if b.name in ("numpy", "torch-float64")]
+
 
 def run(backend, fn, arrays, expected, **options):
     """``fn(*arrays, **options)`` on ``backend`` (keep_mask as a third array) vs float64."""
