@@ -1,41 +1,215 @@
 """The activations that turn a network's output into the probabilities the losses
-compare, with their labels, checks and gradients.
+compare, each an object that owns its labels, checks, probabilities and gradient.
 
-* ``"softmax"`` (the default): one class per pixel, the probabilities sum to 1 over the
-  class axis; the label holds class ids (B, *spatial) or per-class probabilities shaped
-  like the logits. Its hot spots live in ``_kernels``.
-* ``"sigmoid"``: binary and multi-label segmentation. Every class is an independent
-  foreground probability sigmoid(z); the label is shaped like the logits (0/1 integer
-  or bool, or probabilities in [0, 1]), or, for a single channel (B, 1, *spatial), a
-  (B, *spatial) 0/1 label.
-* ``None``: the input already holds probabilities (checked to lie in [0, 1] and, for
-  more than one class, to sum to 1 over the classes); the labels are those of the
-  softmax, or of the sigmoid for a single channel. Gradients are with respect to the
-  probabilities.
+* :data:`SOFTMAX` (``activation="softmax"``, the default): one class per pixel, the
+  probabilities sum to 1 over the class axis; the label holds class ids (B, *spatial)
+  or per-class probabilities shaped like the logits. Its hot spots (the softmax, the
+  hard-label statistics, the fused kernels) live in ``_kernels``.
+* :data:`SIGMOID` (``"sigmoid"``): binary and multi-label segmentation. Every class is
+  an independent foreground probability sigmoid(z); the label is shaped like the
+  logits (0/1 integer or bool, or probabilities in [0, 1]), or, for a single channel
+  (B, 1, *spatial), a (B, *spatial) 0/1 label.
+* :data:`PROBABILITIES` (``None``): the input already holds probabilities (checked to
+  lie in [0, 1] and, for more than one class, to sum to 1 over the classes); the
+  labels are those of the softmax, or of the sigmoid for a single channel. Gradients
+  are with respect to the probabilities.
 
-For the two activations besides the softmax the statistics are computed from a dense
-floating label (``Prepared.label``) and a keep mask that may drop single (pixel, class)
-entries: ``ignore_index`` in a multi-label integer label drops only the classes that
-hold it. Whether the label was hard (integer or bool) still picks the
+:func:`activation_of` turns the option's value into one of these objects; it is the
+only place that reads the names. Besides the softmax's class ids, the statistics take
+a dense floating label (``Labels.label``) and a keep mask that may drop single
+(pixel, class) entries: ``ignore_index`` in a multi-label integer label drops only the
+classes that hold it. Whether the label was hard (integer or bool) still picks the
 ``active_classes_mode_hard`` / ``_soft`` option.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _checks as checks
 from ._array import Array, compute_dtype, eager_any
-from ._pixels import class_mask, not_ignored
+from ._pixels import class_mask, kept_pixels, not_ignored, soft_cardinalities_grad
+
+__all__ = [
+    "ACTIVATIONS",
+    "PROBABILITIES",
+    "SIGMOID",
+    "SOFTMAX",
+    "Activation",
+    "Labels",
+    "activation_of",
+    "check_activation",
+    "is_hard",
+    "kept_along",
+    "sigmoid",
+]
 
 ACTIVATIONS = ("softmax", "sigmoid", None)
 
 
+class Labels(NamedTuple):
+    """A checked label in the form the statistics take."""
+
+    label: Array  # class ids (softmax, hard) or a floating label shaped like the logits
+    keep: Array | None  # the kept pixels (B, *spatial), or entries (logits' shape), or None
+    hard: bool  # the label was integer or bool: active_classes_mode_hard applies
+    class_ids: bool  # ``label`` holds class ids for the hard-label kernels
+
+
+class Activation:
+    """What an activation decides about a loss's inputs. Subclasses override what
+    differs; this base holds the label rules of one class per pixel."""
+
+    name: str | None = None
+    # Whether the input is logits (the activation maps them to probabilities).
+    takes_logits = True
+    # Whether a fused softmax kernel (Triton, Pallas) may compute the statistics.
+    fusable = False
+
+    def __repr__(self) -> str:
+        return f"activation={self.name!r}"
+
+    def independent(self, num_classes: int) -> bool:
+        """Whether every class is its own binary problem (the sigmoid's label rules:
+        a label shaped like the logits, a 0/1 integer label, per-entry ignoring)."""
+        return False
+
+    def labels(
+        self,
+        xp: Any,
+        kernels: Any,
+        logits: Array,
+        label: Array,
+        keep_mask: Array | None,
+        axis: int,
+        ignore_index: int | None,
+        *,
+        check_values: bool,
+    ) -> Labels:
+        """The checked label and the kept pixels (``check_values=False`` skips reading
+        the label: a backward pass whose forward pass checked the same arrays);
+        ``kernels`` the kernel set of ``xp``."""
+        if self.independent(logits.shape[axis]):
+            return _independent_label(
+                xp, logits, label, keep_mask, axis, ignore_index, check_values
+            )
+        labels = SOFTMAX.labels(
+            xp, kernels, logits, label, keep_mask, axis, ignore_index,
+            check_values=check_values,
+        )  # fmt: skip
+        return _dense_class_label(xp, logits, labels, axis)
+
+    def check_input(
+        self, xp: Any, logits: Array, keep: Array | None, axis: int
+    ) -> None:  # fmt: skip
+        """Checks of the input's values beyond its dtype and shape (none for logits)."""
+
+    def probabilities(
+        self, xp: Any, kernels: Any, logits: Array, axis: int, keep: Array | None
+    ) -> Array:
+        """The probabilities in the accumulation dtype; dropped entries count as
+        logits 0 (given probabilities 0), so that what they hold reaches no value and
+        no gradient."""
+        raise NotImplementedError
+
+    def vjp(self, xp: Any, kernels: Any, prob: Array, g_prob: Array, axis: int) -> Array:
+        """The gradient with respect to the input of ``sum(g_prob * prob)``."""
+        raise NotImplementedError
+
+    def soft_statistics_vjp(
+        self, xp: Any, kernels: Any, prob: Array, label: Array, keep: Array | None,
+        axis: int, norm: float, g_prob_card: Array, g_diff_card: Array,
+    ) -> Array:  # fmt: skip
+        """The input's gradient of sum(g_prob_card |x|^p) + sum(g_diff_card |x - y|^p)
+        for a floating label ``label`` (both (B, C) cotangents), 0 where dropped."""
+        g = soft_cardinalities_grad(
+            xp, prob, label, keep, axis, norm, g_prob_card, g_diff_card
+        )
+        return self.vjp(xp, kernels, prob, g, axis)
+
+
+class Softmax(Activation):
+    name = "softmax"
+    fusable = True
+
+    def labels(
+        self, xp, kernels, logits, label, keep_mask, axis, ignore_index, *, check_values
+    ):
+        hard = checks.label_kind(xp, logits, label, axis)
+        if not hard:
+            if check_values:
+                checks.check_soft_label_values(xp, label, keep_mask, axis)
+            return Labels(label, keep_mask, hard=False, class_ids=False)
+        if check_values:
+            checks.check_hard_label_values(
+                xp, label, logits.shape[axis], ignore_index, keep_mask, kernels
+            )
+        keep = kept_pixels(xp, label, ignore_index, keep_mask)
+        return Labels(label, keep, hard=True, class_ids=True)
+
+    def probabilities(self, xp, kernels, logits, axis, keep):
+        dtype = compute_dtype(xp, logits.dtype)
+        x = logits if logits.dtype == dtype else xp.astype(logits, dtype)
+        return kernels.softmax(x, axis, keep)
+
+    def vjp(self, xp, kernels, prob, g_prob, axis):
+        return kernels.softmax_vjp(prob, g_prob, axis)
+
+    def soft_statistics_vjp(self, xp, kernels, prob, label, keep, axis, norm,
+                            g_prob_card, g_diff_card):  # fmt: skip
+        # The kernels form g inside the softmax's VJP (one pixel-sized array less).
+        return kernels.soft_statistics_vjp(
+            prob, label, keep, axis, norm, g_prob_card, g_diff_card
+        )
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+    def independent(self, num_classes):
+        return True
+
+    def probabilities(self, xp, kernels, logits, axis, keep):
+        return sigmoid(xp, _inert(xp, logits, axis, keep))
+
+    def vjp(self, xp, kernels, prob, g_prob, axis):
+        # d sigmoid(z) / dz = x (1 - x); dropped entries carry a zero g_prob.
+        return g_prob * prob * (1.0 - prob)
+
+
+class Probabilities(Activation):
+    name = None
+    takes_logits = False
+
+    def independent(self, num_classes):
+        return num_classes == 1  # one channel: the foreground probability
+
+    def check_input(self, xp, logits, keep, axis):
+        independent = self.independent(logits.shape[axis])
+        check_probabilities(xp, logits, keep, axis, sums_to_one=not independent)
+
+    def probabilities(self, xp, kernels, logits, axis, keep):
+        return _inert(xp, logits, axis, keep)
+
+    def vjp(self, xp, kernels, prob, g_prob, axis):
+        return g_prob
+
+
+SOFTMAX, SIGMOID, PROBABILITIES = Softmax(), Sigmoid(), Probabilities()
+_BY_NAME = {a.name: a for a in (SOFTMAX, SIGMOID, PROBABILITIES)}
+
+
 def check_activation(value: Any) -> str | None:
-    if not (value is None or isinstance(value, str)) or value not in ACTIVATIONS:
+    """``value`` checked to name an activation: "softmax", "sigmoid" or None."""
+    if not (value is None or isinstance(value, str)) or value not in _BY_NAME:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {value!r}")
     return value
+
+
+def activation_of(value: Any) -> Activation:
+    """The activation object named by the ``activation`` option."""
+    return _BY_NAME[check_activation(value)]
 
 
 def is_hard(xp: Any, label: Array) -> bool:
@@ -56,62 +230,18 @@ def sigmoid(xp: Any, z: Array) -> Array:
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def activate(
-    xp: Any, logits: Array, axis: int, keep: Array | None, activation: str | None
-) -> Array:
-    """sigmoid(logits), or the probabilities themselves (``None``), in the
-    accumulation dtype. Dropped entries count as logits 0 (probabilities 0 for
-    ``None``), so that what they hold reaches no value and no gradient."""
+def _inert(xp: Any, logits: Array, axis: int, keep: Array | None) -> Array:
+    """The input in the accumulation dtype, 0 at dropped entries."""
     x = xp.astype(logits, compute_dtype(xp, logits.dtype))
     if keep is not None:
         x = xp.where(kept_along(xp, keep, x.ndim, axis), x, 0.0)
-    return sigmoid(xp, x) if activation == "sigmoid" else x
-
-
-def activation_vjp(xp: Any, prob: Array, g_prob: Array, activation: str | None) -> Array:
-    """The gradient through :func:`activate`: x (1 - x) g for the sigmoid, g for
-    ``None`` (dropped entries already carry a zero ``g_prob``)."""
-    return g_prob * prob * (1.0 - prob) if activation == "sigmoid" else g_prob
-
-
-def dense_inputs(
-    xp: Any,
-    logits: Array,
-    label: Array,
-    keep_mask: Array | None,
-    axis: int,
-    *,
-    activation: str | None,
-    ignore_index: int | None,
-    check_values: bool,
-) -> tuple[Array, Array, Array | None, bool]:
-    """``(prob, y, keep, hard)`` for ``activation`` ``"sigmoid"`` or ``None``.
-
-    ``prob`` and ``y`` are floating arrays shaped like the logits (``y`` 0 where
-    dropped), ``keep`` None, a per-pixel mask (B, *spatial) or one shaped like
-    ``logits`` (size-1 class axis allowed), ``hard`` whether the label was integer.
-    """
-    binary_rules = activation == "sigmoid" or logits.shape[axis] == 1
-    if binary_rules:
-        y, keep, hard = _independent_label(
-            xp, logits, label, keep_mask, axis, ignore_index, check_values
-        )
-    else:
-        y, keep, hard = _class_label(
-            xp, logits, label, keep_mask, axis, ignore_index, check_values
-        )
-    if activation is None and check_values:
-        check_probabilities(xp, logits, keep, axis, sums_to_one=not binary_rules)
-    prob = activate(xp, logits, axis, keep, activation)
-    y = xp.astype(y, prob.dtype)
-    if keep is not None:
-        y = xp.where(kept_along(xp, keep, y.ndim, axis), y, 0.0)
-    return prob, y, keep, hard
+    return x
 
 
 def _independent_label(xp, logits, label, keep_mask, axis, ignore_index, check_values):
     """A label of independent classes: shaped like the logits, or (B, *spatial) for
-    one channel; 0/1 integers or bools (hard) or probabilities (soft)."""
+    one channel; 0/1 integers or bools (hard) or probabilities (soft); as a floating
+    label, 0 where dropped."""
     shape, label_shape = tuple(logits.shape), tuple(label.shape)
     per_pixel = shape[:axis] + shape[axis + 1 :]
     if label_shape == per_pixel and shape[axis] == 1:
@@ -130,14 +260,31 @@ def _independent_label(xp, logits, label, keep_mask, axis, ignore_index, check_v
             keep = not_ign if keep is None else keep & not_ign
         if check_values:
             _check_binary_values(xp, label, keep, ignore_index)
-        return xp.astype(label, xp.int8) if label.dtype == xp.bool else label, keep, hard
-    if not xp.isdtype(label.dtype, "real floating"):
+    elif not xp.isdtype(label.dtype, "real floating"):
         raise TypeError(
             f"label must be a bool, integer or floating array, got dtype {label.dtype}"
         )
-    if check_values:
+    elif check_values:
         checks.check_soft_label_values(xp, label, keep, axis)
-    return label, keep, hard
+    return Labels(_dense(xp, logits, label, keep, axis), keep, hard, class_ids=False)
+
+
+def _dense_class_label(xp, logits, labels: Labels, axis):
+    """A checked label of one class per pixel as a dense floating array (a one-hot
+    mask for class ids)."""
+    y = labels.label
+    if labels.hard:
+        y = class_mask(xp, y, labels.keep, axis, logits.shape[axis])
+    return Labels(_dense(xp, logits, y, labels.keep, axis), labels.keep, labels.hard,
+                  class_ids=False)  # fmt: skip
+
+
+def _dense(xp, logits, y, keep, axis):
+    """``y`` in the accumulation dtype, 0 where not ``keep``."""
+    y = xp.astype(y, compute_dtype(xp, logits.dtype))
+    if keep is not None:
+        y = xp.where(kept_along(xp, keep, y.ndim, axis), y, 0.0)
+    return y
 
 
 def _check_binary_values(xp, label, keep, ignore_index):
@@ -152,28 +299,10 @@ def _check_binary_values(xp, label, keep, ignore_index):
     )
     if eager_any(xp, bad, message):
         raise ValueError(
-            f"with independent classes (activation='sigmoid', or one channel) an integer "
-            f"label must hold 0 or 1 (or ignore_index={ignore_index!r}); the label with "
-            f"shape {tuple(label.shape)} holds {int(xp.sum(xp.astype(bad, xp.int64)))} "
-            f"other values (min {int(xp.min(label))}, max {int(xp.max(label))})"
+            f"{message}; the label with shape {tuple(label.shape)} holds "
+            f"{int(xp.sum(xp.astype(bad, xp.int64)))} other values (min "
+            f"{int(xp.min(label))}, max {int(xp.max(label))})"
         )
-
-
-def _class_label(xp, logits, label, keep_mask, axis, ignore_index, check_values):
-    """A label of one class per pixel (as for the softmax), as a dense array."""
-    hard = checks.label_kind(xp, logits, label, axis)
-    keep = keep_mask
-    if not hard:
-        if check_values:
-            checks.check_soft_label_values(xp, label, keep_mask, axis)
-        return label, keep, hard
-    num_classes = logits.shape[axis]
-    if check_values:
-        checks.check_hard_label_values(xp, label, num_classes, ignore_index, keep_mask)
-    not_ign = not_ignored(xp, label, ignore_index)
-    if not_ign is not None:
-        keep = not_ign if keep is None else keep & not_ign
-    return class_mask(xp, label, keep, axis, num_classes), keep, hard
 
 
 def check_probabilities(
@@ -186,8 +315,10 @@ def check_probabilities(
     kept = None if keep is None else kept_along(xp, keep, prob.ndim, axis)
     if kept is not None:
         bad = bad & kept
-    message = "activation=None takes probabilities in [0, 1]; pass logits with "
-    message += "activation='softmax' or 'sigmoid'"
+    message = (
+        "activation=None takes probabilities in [0, 1]; pass logits with "
+        "activation='softmax' or 'sigmoid'"
+    )
     if eager_any(xp, bad, message):
         raise ValueError(
             f"activation=None takes probabilities, but the logits argument with shape "
@@ -211,8 +342,7 @@ def check_probabilities(
     )
     if eager_any(xp, off, message):
         raise ValueError(
-            f"activation=None with {prob.shape[axis]} classes takes probabilities that "
-            f"sum to 1 over class axis {axis}; {int(xp.sum(xp.astype(off, xp.int64)))} "
-            f"kept pixels of the input with shape {tuple(prob.shape)} do not (for "
-            f"independent classes, pass sigmoid logits with activation='sigmoid')"
+            f"{message}; {int(xp.sum(xp.astype(off, xp.int64)))} kept pixels of the "
+            f"input with shape {tuple(prob.shape)} do not (for independent classes, "
+            f"pass sigmoid logits with activation='sigmoid')"
         )

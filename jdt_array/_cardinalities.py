@@ -18,9 +18,10 @@ import math
 from typing import Any, NamedTuple
 
 from . import _kernels
-from ._activation import activation_vjp, kept_along
+from ._activation import kept_along
 from ._array import Array
-from ._pixels import along_classes, power, soft_cardinalities_grad, spatial_axes
+from ._inputs import Prepared
+from ._pixels import along_classes, power, spatial_axes
 
 
 class Statistics(NamedTuple):
@@ -32,42 +33,16 @@ class Statistics(NamedTuple):
     label_max: Array  # max over kept pixels of y (0 where no pixel is kept)
 
 
-class Prepared(NamedTuple):
-    """Checked pixel-level inputs of the statistics, with the probabilities computed."""
-
-    xp: Any
-    prob: Array  # the activation of the logits in the accumulation dtype
-    label: Array  # integer ids for the softmax's hard labels, else floating
-    keep: Array | None  # keep_mask and the pixels that are not ignore_index
-    class_axis: int  # non-negative
-    norm: float
-    hard: bool  # the label was integer: active_classes_mode_hard applies
-    activation: str | None = "softmax"
-
-    @property
-    def class_ids(self) -> bool:
-        """Whether ``label`` holds class ids for the hard-label kernels (softmax only;
-        the other activations compare with a dense floating label)."""
-        return self.hard and self.activation == "softmax"
-
-    @property
-    def num_classes(self) -> int:
-        return self.prob.shape[self.class_axis]
-
-    @property
-    def loss_shape(self) -> tuple[int, int]:
-        """(B, C), the shape of every statistic."""
-        return (self.prob.shape[0], self.num_classes)
-
-
 def statistics(inputs: Prepared) -> tuple[Statistics, _kernels.Residual]:
-    """The (B, C) statistics, and the residual a kernel kept for :func:`statistics_vjp`
-    (valid while ``inputs.prob`` is unchanged; ``None`` when nothing was kept)."""
+    """The (B, C) statistics of ``inputs`` with their probabilities computed (see
+    :func:`jdt_array._inputs.with_probabilities`), and the residual a kernel kept for
+    :func:`statistics_vjp` (valid while ``inputs.prob`` is unchanged; ``None`` when
+    nothing was kept)."""
     xp, prob, keep, axis, p = (inputs.xp, inputs.prob, inputs.keep, inputs.class_axis,
                                inputs.norm)  # fmt: skip
     if inputs.class_ids:
-        (prob_card, label_card, diff_card), residual = _kernels.hard_statistics(
-            xp, prob, inputs.label, keep, axis, p
+        (prob_card, label_card, diff_card), residual = inputs.kernels.hard_statistics(
+            prob, inputs.label, keep, axis, p
         )
         label_max = xp.astype(label_card > 0, prob.dtype)
         return Statistics(prob_card, label_card, diff_card, label_max), residual
@@ -101,18 +76,16 @@ def statistics_vjp(
     caller that owns the probabilities and needs them no more).
     """
     xp, x, axis, p = inputs.xp, inputs.prob, inputs.class_axis, inputs.norm
+    kernels, activation = inputs.kernels, inputs.activation
     if inputs.class_ids:
-        return _kernels.hard_statistics_vjp(
-            xp, x, inputs.label, inputs.keep, axis, p, g_prob_card, g_diff_card,
+        return kernels.hard_statistics_vjp(
+            x, inputs.label, inputs.keep, axis, p, g_prob_card, g_diff_card,
             residual=residual, overwrite=overwrite,
         )  # fmt: skip
     y = _soft_label(inputs)
-    if inputs.activation == "softmax":
-        return _kernels.soft_statistics_vjp(
-            xp, x, y, inputs.keep, axis, p, g_prob_card, g_diff_card
-        )
-    g = soft_cardinalities_grad(xp, x, y, inputs.keep, axis, p, g_prob_card, g_diff_card)
-    return activation_vjp(xp, x, g, inputs.activation)
+    return activation.soft_statistics_vjp(
+        xp, kernels, x, y, inputs.keep, axis, p, g_prob_card, g_diff_card
+    )
 
 
 def label_vjp(inputs: Prepared, g_label_card: Array, g_diff_card: Array) -> Array:

@@ -130,6 +130,17 @@ def label_kind(xp: Any, logits: Any, label: Any, class_axis: int) -> bool:
     )
 
 
+def refuse_soft_label(xp: Any, label: Any, fn_name: str) -> None:
+    """Raise for a floating label given to a loss defined for hard labels only."""
+    if xp.isdtype(label.dtype, "real floating"):
+        raise TypeError(
+            f"{fn_name} needs a hard label (integer class ids), got a floating "
+            f"{label.dtype} label: the Lovasz extension is defined for hard labels and "
+            f"is not compatible with soft labels; use jdt_loss (e.g. jaccard_loss) for "
+            f"soft labels"
+        )
+
+
 def check_keep_mask(xp: Any, keep_mask: Any, logits: Any, class_axis: int) -> None:
     shape = tuple(logits.shape)
     want = shape[:class_axis] + shape[class_axis + 1 :]
@@ -143,10 +154,16 @@ def check_keep_mask(xp: Any, keep_mask: Any, logits: Any, class_axis: int) -> No
 
 
 def check_hard_label_values(
-    xp: Any, label: Any, num_classes: int, ignore_index: int | None, keep: Any
+    xp: Any,
+    label: Any,
+    num_classes: int,
+    ignore_index: int | None,
+    keep: Any,
+    kernels: Any = None,
 ) -> None:
-    """Raise when a used pixel holds a class id outside [0, num_classes)."""
-    if _within(xp, label, 0, num_classes):
+    """Raise when a used pixel holds a class id outside [0, num_classes); ``kernels``
+    is the kernel set of ``xp`` when the caller has it already."""
+    if _within(xp, label, 0, num_classes, kernels or _kernels.kernels_for(xp)):
         return  # two reductions instead of a mask over every pixel: the common case
     bad = (label < 0) | (label >= num_classes)
     kept = kept_pixels(xp, label, ignore_index, keep)
@@ -169,14 +186,14 @@ def check_hard_label_values(
         )
 
 
-def _within(xp: Any, values: Any, low: int, stop: int) -> bool:
+def _within(xp: Any, values: Any, low: int, stop: int, kernels: Any) -> bool:
     """Whether every value lies in [low, stop); False when that cannot be read
     (traced, or no values), which sends the caller to its elementwise check."""
     if None in values.shape or math.prod(values.shape) == 0:
         return False
     if on_accelerator(values):  # no reads there: the elementwise check
         return False
-    lowest, highest = _kernels.value_range(xp, values)
+    lowest, highest = kernels.value_range(values)
     if is_traced(lowest):  # under jit even a concrete label's reductions are traced
         return False
     return int(lowest) >= low and int(highest) < stop

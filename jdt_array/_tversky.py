@@ -62,14 +62,17 @@ def levels(
     hard: bool,
     class_weights: Any,
     reduce: Reduce | None = None,
+    *,
+    xp: Any = None,
 ) -> list[Level]:
     """The levels with non-zero weight, after pooling classes if ``class_agnostic``.
 
     With ``reduce``, the dataset-level totals and every count that enters a mean are
     summed over the replicas, so the levels are those of the global batch; the
-    image-level terms are reduced in :func:`loss_from_levels`.
+    image-level terms are reduced in :func:`loss_from_levels`. ``xp``: the namespace
+    of the statistics, where the caller has it.
     """
-    xp = namespace_of(prob_card=stats.prob_card)
+    xp = xp or namespace_of(prob_card=stats.prob_card)
     mode = options.active_classes_mode_hard if hard else options.active_classes_mode_soft
     present = stats.label_max > options.threshold
     tp, fp, fn = tp_fp_fn(stats)

@@ -14,16 +14,20 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _checks as checks
-from ._array import Array, device, namespace_of, zero_d
-from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
+from ._array import Array, namespace_of, zero_d
+from ._cardinalities import Statistics, statistics, statistics_vjp
+from ._inputs import Prepared, with_probabilities
 from ._tversky import Level, levels, loss_from_levels, statistics_grad
-from .cross_entropy import activated_cross_entropy, activated_cross_entropy_value_and_grad
+from .cross_entropy import (
+    activated_cross_entropy_of,
+    activated_cross_entropy_value_and_grad,
+)
 from .jdt import (
     JDTOptions,
     jdt_loss,
     jdt_value_and_grad,
-    loss_from_statistics,
-    prepare,
+    loss_of,
+    prepare_jdt,
     statistics_of,
 )
 
@@ -82,20 +86,15 @@ def ce_jdt_loss(
         jdt_loss, logits, label, {**shared, "activation": activation, **jdt_options}
     )
     options = JDTOptions.of(args)
-    stats, hard, ce_parts = statistics_of(logits, label, keep_mask, options)
+    inputs = prepare_jdt(logits, label, keep_mask, options, args["class_weights"])
+    stats, ce_parts = statistics_of(inputs)
     if ce_parts is None:  # no fused kernel: the cross-entropy on its own
-        ce = activated_cross_entropy(logits, label, activation=activation, **shared)
+        ce = activated_cross_entropy_of(inputs)
     else:  # the fused kernel's sums, the mean over every kept pixel of the batch
-        ce = _pooled_mean(namespace_of(logits=logits), *ce_parts)
-    xp = namespace_of(logits=logits)
-    class_weights = checks.class_weights_array(
-        xp, args["class_weights"], stats.prob_card.shape[1], stats.prob_card.dtype,
-        device(logits),
-    )  # fmt: skip
-    jdt = loss_from_statistics(
-        stats, options, hard=hard, class_weights=class_weights, reduce=args["reduce"]
-    )
-    return _mix(xp, weights, (ce, jdt))
+        ce = _pooled_mean(inputs.xp, *ce_parts)
+    reduce = checks.check_reduce(args["reduce"])
+    jdt = loss_of(inputs, options, reduce=reduce, stats=stats)
+    return _mix(inputs.xp, weights, (ce, jdt))
 
 
 def _pooled_mean(xp: Any, sums: Array, counts: Array) -> Array:
@@ -235,7 +234,7 @@ def _generalized_dice(
         class_agnostic=True,
         activation=activation,
     )
-    inputs = prepare(logits, label, keep_mask, options)
+    inputs = with_probabilities(prepare_jdt(logits, label, keep_mask, options))
     xp = inputs.xp
     stats, residual = statistics(inputs)
     weights = sudre_weights(xp, _volume(xp, stats, per_image))

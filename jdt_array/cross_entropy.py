@@ -13,12 +13,14 @@ import math
 from typing import Any, NamedTuple
 
 from . import _checks as checks
-from ._activation import check_activation, dense_inputs, kept_along
+from ._activation import kept_along
 from ._array import Array, compute_dtype, namespace_of, zero_d
-from ._pixels import class_mask, kept_pixels, masked_mean
+from ._inputs import Prepared, prepare, with_probabilities
+from ._pixels import class_mask, masked_mean
 
 __all__ = [
     "activated_cross_entropy",
+    "activated_cross_entropy_of",
     "activated_cross_entropy_value_and_grad",
     "cross_entropy",
     "cross_entropy_value_and_grad",
@@ -88,12 +90,19 @@ def cross_entropy_value_and_grad(
     """
     args = checks.arguments(cross_entropy, logits, label, options)
     px, gamma = _prepare_cross_entropy(**args), args["gamma"]
+    return _cross_entropy_value(px, gamma), _softmax_cross_entropy_grad(
+        px, gamma, logits.dtype
+    )
+
+
+def _softmax_cross_entropy_grad(px: _Pixels, gamma: float, dtype: Any) -> Array:
+    """The logits' gradient of :func:`_cross_entropy_value`, in ``dtype``."""
     xp, axis = px.xp, px.axis
     target = xp.astype(px.target, px.log_prob.dtype) if px.hard else px.target
     h = -target * _focal(xp, px.log_prob, gamma, derivative=True)
     grad = h - xp.exp(px.log_prob) * xp.sum(h, axis=axis, keepdims=True)
     grad = _pixel_mean_grad(xp, grad, px.keep, axis)
-    return _cross_entropy_value(px, gamma), xp.astype(grad, logits.dtype, copy=False)
+    return xp.astype(grad, dtype, copy=False)
 
 
 class _Pixels(NamedTuple):
@@ -108,30 +117,24 @@ class _Pixels(NamedTuple):
 
 
 def _prepare_cross_entropy(logits, label, ignore_index, keep_mask, class_axis, gamma):
-    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    checks.check_logits(xp, logits)
-    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    ignore_index = checks.check_ignore_index(ignore_index)
     checks.check_real("gamma", gamma, low=0.0)
-    hard = checks.label_kind(xp, logits, label, axis)
-    if keep_mask is not None:
-        checks.check_keep_mask(xp, keep_mask, logits, axis)
-    if hard:
-        checks.check_hard_label_values(
-            xp, label, logits.shape[axis], ignore_index, keep_mask
-        )
-    else:
-        checks.check_soft_label_values(xp, label, keep_mask, axis)
-    keep = kept_pixels(xp, label, ignore_index, keep_mask) if hard else keep_mask
-    dtype = compute_dtype(xp, logits.dtype)
-    log_prob = log_softmax(xp, logits, axis, dtype, keep=keep)
-    if hard:
-        target = class_mask(xp, label, None, axis, logits.shape[axis])
+    inputs = prepare(
+        logits, label, keep_mask, class_axis=class_axis, ignore_index=ignore_index
+    )
+    return _softmax_pixels(inputs)
+
+
+def _softmax_pixels(inputs: Prepared) -> _Pixels:
+    """The log-probabilities and the target of prepared softmax inputs."""
+    xp, axis, keep = inputs.xp, inputs.class_axis, inputs.keep
+    log_prob = log_softmax(xp, inputs.logits, axis, inputs.dtype, keep=keep)
+    if inputs.hard:
+        target = class_mask(xp, inputs.label, None, axis, inputs.num_classes)
     else:  # dropped pixels' labels count as 0 (they may hold anything)
-        target = xp.astype(label, dtype)
+        target = xp.astype(inputs.label, inputs.dtype)
         if keep is not None:
             target = xp.where(xp.expand_dims(keep, axis=axis), target, 0.0)
-    return _Pixels(xp, axis, log_prob, target, hard, keep)
+    return _Pixels(xp, axis, log_prob, target, inputs.hard, keep)
 
 
 def _cross_entropy_value(px: _Pixels, gamma: float) -> Array:
@@ -306,14 +309,16 @@ def activated_cross_entropy(
 
         loss = activated_cross_entropy(logits, mask, activation="sigmoid")
     """
-    if check_activation(activation) == "softmax":
-        return cross_entropy(
-            logits, label, ignore_index=ignore_index, keep_mask=keep_mask,
-            class_axis=class_axis,
-        )  # fmt: skip
-    return _activated_value_and_grad(
-        logits, label, activation, ignore_index, keep_mask, class_axis, with_grad=False
-    )[0]
+    inputs = prepare(
+        logits, label, keep_mask, class_axis=class_axis, ignore_index=ignore_index,
+        activation=activation,
+    )  # fmt: skip
+    return activated_cross_entropy_of(inputs)
+
+
+def activated_cross_entropy_of(inputs: Prepared) -> Array:
+    """:func:`activated_cross_entropy` of prepared inputs (those of a JDT loss)."""
+    return _activated_value_and_grad(inputs, with_grad=False)[0]
 
 
 def activated_cross_entropy_value_and_grad(
@@ -324,31 +329,29 @@ def activated_cross_entropy_value_and_grad(
     channel of probabilities, :math:`-y / x` for several; over the number of kept
     entries (pixels)."""
     args = checks.arguments(activated_cross_entropy, logits, label, options)
-    if check_activation(args["activation"]) == "softmax":
-        del args["activation"]
-        return cross_entropy_value_and_grad(**args)
-    return _activated_value_and_grad(**args, with_grad=True)
-
-
-def _activated_value_and_grad(
-    logits, label, activation, ignore_index, keep_mask, class_axis, *, with_grad
-):
-    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    checks.check_logits(xp, logits)
-    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    checks.check_ignore_index(ignore_index)
-    if keep_mask is not None:
-        checks.check_keep_mask(xp, keep_mask, logits, axis)
-    x, y, keep, _ = dense_inputs(
-        xp, logits, label, keep_mask, axis, activation=activation,
-        ignore_index=ignore_index, check_values=True,
+    inputs = prepare(
+        logits, label, args["keep_mask"], class_axis=args["class_axis"],
+        ignore_index=args["ignore_index"], activation=args["activation"],
     )  # fmt: skip
+    return _activated_value_and_grad(inputs, with_grad=True)
+
+
+def _activated_value_and_grad(inputs: Prepared, *, with_grad: bool):
+    xp, axis, act = inputs.xp, inputs.class_axis, inputs.activation
+    binary = act.independent(inputs.num_classes)
+    if act.takes_logits and not binary:  # the softmax: its cross-entropy
+        px = _softmax_pixels(inputs)
+        loss = _cross_entropy_value(px, 0.0)
+        if not with_grad:
+            return loss, None
+        return loss, _softmax_cross_entropy_grad(px, 0.0, inputs.logits.dtype)
+    x = with_probabilities(inputs).prob
+    y, keep = inputs.label, inputs.keep
     kept = None if keep is None else xp.broadcast_to(
         kept_along(xp, keep, x.ndim, axis), x.shape
     )  # fmt: skip
-    binary = activation == "sigmoid" or x.shape[axis] == 1
-    if activation == "sigmoid":
-        z = _inert_logits(xp, logits, kept, x.dtype)
+    if act.takes_logits:  # independent classes of logits: sigmoid(z)
+        z = _inert_logits(xp, inputs.logits, kept, x.dtype)
         terms = _guarded(xp, y, _softplus(xp, -z)) + _guarded(xp, 1.0 - y, _softplus(xp, z))
         g = x - y
     else:  # probabilities: 0 log 0 = 0, and no division where the label removes it
@@ -365,7 +368,7 @@ def _activated_value_and_grad(
         loss = masked_mean(xp, xp.sum(terms, axis=axis), keep)
         grad = _pixel_mean_grad(xp, g, keep, axis) if with_grad else None
     if grad is not None:
-        grad = xp.astype(grad, logits.dtype, copy=False)
+        grad = xp.astype(grad, inputs.logits.dtype, copy=False)
     return zero_d(xp, loss), grad
 
 

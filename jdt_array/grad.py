@@ -9,46 +9,10 @@ from typing import Any
 
 from . import _kernels
 from ._array import Array, namespace_of
-from .compound import (
-    ce_jdt_loss,
-    ce_jdt_value_and_grad,
-    generalized_dice_loss,
-    generalized_dice_value_and_grad,
-)
-from .cross_entropy import (
-    cross_entropy,
-    cross_entropy_value_and_grad,
-    kl_div,
-    kl_div_value_and_grad,
-)
-from .jdt import jdt_loss, jdt_value_and_grad
-from .lovasz import (
-    lovasz_hinge_loss,
-    lovasz_hinge_value_and_grad,
-    lovasz_softmax_loss,
-    lovasz_softmax_value_and_grad,
-)
-from .named_losses import (
-    dice_loss,
-    dice_value_and_grad,
-    jaccard_loss,
-    jaccard_value_and_grad,
-    tversky_loss,
-)
+from ._loss_table import LOSSES
 
 # Losses whose gradient is also derived by hand, for libraries without autodiff.
-HAND_GRADIENTS: dict[Callable, Callable] = {
-    jdt_loss: jdt_value_and_grad,
-    jaccard_loss: jaccard_value_and_grad,
-    dice_loss: dice_value_and_grad,
-    tversky_loss: jdt_value_and_grad,
-    cross_entropy: cross_entropy_value_and_grad,
-    kl_div: kl_div_value_and_grad,
-    ce_jdt_loss: ce_jdt_value_and_grad,
-    generalized_dice_loss: generalized_dice_value_and_grad,
-    lovasz_softmax_loss: lovasz_softmax_value_and_grad,
-    lovasz_hinge_loss: lovasz_hinge_value_and_grad,
-}
+HAND_GRADIENTS: dict[Callable, Callable] = {e.function: e.hand_gradient for e in LOSSES}
 
 
 def value_and_grad(

@@ -16,15 +16,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import _checks as checks
-from . import _kernels
-from ._activation import check_activation, dense_inputs, is_hard
-from ._array import Array, compute_dtype, device, namespace_of
-from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
-from ._kernels import softmax
-from ._pixels import kept_pixels
+from ._activation import check_activation
+from ._array import Array, namespace_of
+from ._cardinalities import Statistics, statistics, statistics_vjp
+from ._inputs import Prepared, prepare, with_probabilities
 from ._tversky import levels, loss_from_levels, statistics_grad
 
 __all__ = [
@@ -33,8 +31,9 @@ __all__ = [
     "jdt_statistics",
     "jdt_value_and_grad",
     "loss_from_statistics",
-    "loss_with_options",
-    "prepare",
+    "loss_of",
+    "prepare_jdt",
+    "statistics_of",
 ]
 
 
@@ -205,10 +204,8 @@ def jdt_loss(
             of no class.
     """
     options = JDTOptions.of(locals())
-    return loss_with_options(
-        logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
-        reduce=reduce,
-    )  # fmt: skip
+    inputs = prepare_jdt(logits, label, keep_mask, options, class_weights)
+    return loss_of(inputs, options, reduce=checks.check_reduce(reduce))
 
 
 def jdt_value_and_grad(
@@ -235,11 +232,10 @@ def jdt_value_and_grad(
     """
     opts = JDTOptions(**options)
     reduce = checks.check_reduce(reduce)
-    inputs = prepare(logits, label, keep_mask, opts)
-    xp = inputs.xp
-    weights = _class_weights(xp, class_weights, inputs.num_classes, inputs.prob, logits)
+    inputs = with_probabilities(prepare_jdt(logits, label, keep_mask, opts, class_weights))
+    xp, weights = inputs.xp, inputs.class_weights
     stats, residual = statistics(inputs)
-    parts = levels(stats, opts, inputs.hard, weights, reduce)
+    parts = levels(stats, opts, inputs.hard, weights, reduce, xp=xp)
     loss = loss_from_levels(xp, stats, parts, opts, weights, reduce)
     g_prob_card, g_diff_card = statistics_grad(xp, parts, opts, weights, inputs.loss_shape)
     # The probabilities are this function's own and not needed after: reuse them.
@@ -266,141 +262,69 @@ def jdt_statistics(
     :func:`jdt_loss` or :func:`loss_from_statistics`.
     """
     options = JDTOptions(class_axis=class_axis, norm=norm, ignore_index=ignore_index)
-    return statistics_of(logits, label, keep_mask, options)[:2]
+    inputs = prepare_jdt(logits, label, keep_mask, options)
+    return statistics_of(inputs)[0], inputs.hard
 
 
-class Checked(NamedTuple):
-    """What the checks of a JDT loss found out about its inputs."""
-
-    xp: Any
-    class_axis: int  # non-negative
-    hard: bool
-    keep: Array | None  # keep_mask and, for a hard label, the pixels not ignore_index
-
-
-def check_inputs(
+def prepare_jdt(
     logits: Array,
     label: Array,
     keep_mask: Array | None,
     options: JDTOptions,
-    *,
-    check_values: bool = True,
-) -> Checked:
-    """Check the inputs of a JDT loss (shapes, dtypes and, with ``check_values``, the
-    label's values)."""
-    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    checks.check_logits(xp, logits)
-    axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
-    hard = checks.label_kind(xp, logits, label, axis)
-    if keep_mask is not None:
-        checks.check_keep_mask(xp, keep_mask, logits, axis)
-    keep = keep_mask
-    if hard:
-        if check_values:
-            checks.check_hard_label_values(
-                xp, label, logits.shape[axis], options.ignore_index, keep_mask
-            )
-        keep = kept_pixels(xp, label, options.ignore_index, keep_mask)
-    elif check_values:
-        checks.check_soft_label_values(xp, label, keep_mask, axis)
-    return Checked(xp, axis, hard, keep)
-
-
-def prepare(
-    logits: Array,
-    label: Array,
-    keep_mask: Array | None,
-    options: JDTOptions,
+    class_weights: Any = None,
     *,
     check_values: bool = True,
 ) -> Prepared:
-    """Check the inputs of a JDT loss and compute the probabilities: the one input
-    preparation of the loss, its hand gradient and the adapters' lean backward.
-
-    ``check_values=False`` skips reading the label (for a backward pass, whose forward
-    pass checked the same arrays).
-    """
-    if options.activation != "softmax":
-        return _dense_prepare(logits, label, keep_mask, options, check_values)
-    xp, axis, hard, keep = check_inputs(
-        logits, label, keep_mask, options, check_values=check_values
-    )
-    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
-    return Prepared(xp, prob, label, keep, axis, options.norm, hard)
-
-
-def _dense_prepare(logits, label, keep_mask, options, check_values) -> Prepared:
-    """:func:`prepare` for ``activation`` "sigmoid" or None: the probabilities and a
-    dense floating label (see :mod:`jdt_array._activation`)."""
-    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    checks.check_logits(xp, logits)
-    axis = checks.normalize_class_axis(options.class_axis, logits.ndim, tuple(logits.shape))
-    if keep_mask is not None:
-        checks.check_keep_mask(xp, keep_mask, logits, axis)
-    prob, y, keep, hard = dense_inputs(
-        xp, logits, label, keep_mask, axis, activation=options.activation,
-        ignore_index=options.ignore_index, check_values=check_values,
+    """:func:`jdt_array._inputs.prepare` with the options of a JDT loss: the one input
+    preparation of the loss, its hand gradient and the adapters' lean backward."""
+    return prepare(
+        logits, label, keep_mask, class_axis=options.class_axis,
+        ignore_index=options.ignore_index, activation=options.activation,
+        norm=options.norm, class_weights=class_weights, check_values=check_values,
     )  # fmt: skip
-    return Prepared(xp, prob, y, keep, axis, options.norm, hard, options.activation)
+
+
+CEParts = tuple[Array, Array]  # the cross-entropy sum and kept pixels of each image
 
 
 def statistics_of(
-    logits: Array, label: Array, keep_mask: Array | None, options: JDTOptions
-) -> tuple[Statistics, bool, tuple[Array, Array] | None]:
-    """The checked (B, C) statistics, whether the label is hard, and the cross-entropy
-    sum and number of kept pixels of each image (B,) where a fused kernel covers the
-    inputs (it takes the softmax itself and gives these on the way); else the
-    statistics of :func:`prepare` and ``None``."""
-    if options.activation != "softmax":  # the fused kernels are softmax kernels
-        inputs = prepare(logits, label, keep_mask, options)
-        return statistics(inputs)[0], inputs.hard, None
-    checked = check_inputs(logits, label, keep_mask, options)
-    fused = _kernels.fused_statistics(
-        checked.xp, logits, label, keep_mask, checked.class_axis, options.norm,
-        options.ignore_index,
-    )  # fmt: skip
-    if fused is not None:
-        return Statistics(*fused[:4]), checked.hard, tuple(fused[4:])
-    xp, axis, hard, keep = checked
-    prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
-    inputs = Prepared(xp, prob, label, keep, axis, options.norm, hard)
-    return statistics(inputs)[0], hard, None
+    inputs: Prepared, *, unfused: Callable[[Prepared], tuple] | None = None
+) -> tuple[Statistics, CEParts | None]:
+    """The (B, C) statistics of prepared inputs, and the cross-entropy sum and number
+    of kept pixels of each image (B,) where a fused kernel covers the inputs (it takes
+    the softmax itself and gives these on the way; ``None`` otherwise).
+
+    ``unfused(inputs)``, if given, computes the four statistics where no fused kernel
+    runs: the adapters wrap the pixel-level part in a function with a hand-derived
+    backward, and the rest of the loss (collectives included) stays with the
+    framework's autodiff.
+    """
+    if inputs.activation.fusable:
+        fused = inputs.kernels.fused_statistics(
+            inputs.logits, inputs.label, inputs.keep_mask, inputs.class_axis,
+            inputs.norm, inputs.ignore_index,
+        )  # fmt: skip
+        if fused is not None:
+            return Statistics(*fused[:4]), tuple(fused[4:])
+    if unfused is not None:
+        return Statistics(*unfused(inputs)), None
+    return statistics(with_probabilities(inputs))[0], None
 
 
-StatisticsFn = Callable[[Array, Array, Any, JDTOptions], tuple]
-
-
-def loss_with_options(
-    logits: Array,
-    label: Array,
+def loss_of(
+    inputs: Prepared,
     options: JDTOptions,
     *,
-    keep_mask: Array | None = None,
-    class_weights: Any = None,
     reduce: Callable[[Array], Array] | None = None,
-    statistics_fn: StatisticsFn | None = None,
+    stats: Statistics | None = None,
 ) -> Array:
-    """:func:`jdt_loss` with its scalar options as one :class:`JDTOptions`.
-
-    ``statistics_fn(logits, label, keep_mask, options)``, if given, computes the four
-    (B, C) statistics: the adapters wrap ``statistics(prepare(...))`` in a function
-    with a hand-derived backward, and the rest of the loss (collectives included)
-    stays with the framework's autodiff.
-    """
-    reduce = checks.check_reduce(reduce)
-    if statistics_fn is None:
-        stats, hard, _ = statistics_of(logits, label, keep_mask, options)
-    else:
-        stats = Statistics(*statistics_fn(logits, label, keep_mask, options))
-        # statistics_fn has checked the label
-        hard = is_hard(namespace_of(logits=logits), label)
-    xp = namespace_of(logits=logits)
-    weights = _class_weights(
-        xp, class_weights, stats.prob_card.shape[1], stats.prob_card, logits
-    )
-    return loss_from_statistics(
-        stats, options, hard=hard, class_weights=weights, reduce=reduce
-    )
+    """The JDT loss of prepared inputs (from their ``stats`` if already computed);
+    ``reduce`` checked by the caller."""
+    if stats is None:
+        stats = statistics_of(inputs)[0]
+    xp, weights = inputs.xp, inputs.class_weights
+    parts = levels(stats, options, inputs.hard, weights, reduce, xp=xp)
+    return loss_from_levels(xp, stats, parts, options, weights, reduce)
 
 
 def loss_from_statistics(
@@ -419,10 +343,3 @@ def loss_from_statistics(
     reduce = checks.check_reduce(reduce)
     parts = levels(stats, options, hard, class_weights, reduce)
     return loss_from_levels(xp, stats, parts, options, class_weights, reduce)
-
-
-def _class_weights(xp: Any, class_weights: Any, num_classes: int, like: Array, logits):
-    """``class_weights`` as a checked (C,) array in the dtype of ``like``, or None."""
-    return checks.class_weights_array(
-        xp, class_weights, num_classes, like.dtype, device(logits)
-    )

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from . import _checks as checks
 from ._array import Array, compute_dtype, device, eager_any, namespace_of
-from ._kernels import softmax, softmax_vjp
+from ._inputs import prepare, with_probabilities
 from ._lovasz_extension import check_syncable, lovasz_extension, mean_over_groups
 from ._pixels import kept_pixels, masked_mean
 
@@ -127,7 +127,7 @@ def lovasz_softmax_value_and_grad(
     spatial = tuple(g.prob.shape[a] for a in range(g.prob.ndim) if a not in (0, axis))
     g_prob = xp.reshape(g_prob, (batch, num_classes, *spatial))
     g_prob = xp.permute_dims(g_prob, _inverse(_classes_second(g_prob.ndim, axis)))
-    grad = softmax_vjp(xp, g.prob, g_prob, axis)
+    grad = g.kernels.softmax_vjp(g.prob, g_prob, axis)
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
 
@@ -136,6 +136,7 @@ class _Groups(NamedTuple):
     pooled batch) and class: (G, K, M) arrays, K the classes averaged over."""
 
     xp: Any
+    kernels: Any  # the kernel set of xp
     prob: Array  # softmax(logits), shaped like the logits
     axis: int  # the class axis, non-negative
     errors: Array  # |[y = c] - p_c|
@@ -149,23 +150,21 @@ def _softmax_groups(
     logits, label, classes, per_image, ignore_index, keep_mask, class_axis, reduce
 ) -> _Groups:
     """Check the arguments of :func:`lovasz_softmax_loss`; its errors, grouped."""
-    xp = namespace_of(logits=logits, label=label, keep_mask=keep_mask)
-    checks.check_logits(xp, logits)
-    axis = checks.normalize_class_axis(class_axis, logits.ndim, tuple(logits.shape))
-    ignore_index = checks.check_ignore_index(ignore_index)
     checks.check_bool("per_image", per_image)
     reduce = checks.check_reduce(reduce)
     check_syncable("lovasz_softmax_loss", per_image=per_image, synced=reduce is not None)
-    _reject_soft_label(xp, label, "lovasz_softmax_loss")
-    checks.label_kind(xp, logits, label, axis)
-    if keep_mask is not None:
-        checks.check_keep_mask(xp, keep_mask, logits, axis)
-    num_classes = logits.shape[axis]
+    inputs = prepare(
+        logits, label, keep_mask, class_axis=class_axis, ignore_index=ignore_index,
+        hard_only="lovasz_softmax_loss",
+    )  # fmt: skip
+    xp, axis, kept, num_classes = (
+        inputs.xp,
+        inputs.class_axis,
+        inputs.keep,
+        inputs.num_classes,
+    )
     class_ids = _class_ids(classes, num_classes)
-    checks.check_hard_label_values(xp, label, num_classes, ignore_index, keep_mask)
-
-    kept = kept_pixels(xp, label, ignore_index, keep_mask)
-    prob_nd = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), kept)
+    prob_nd = with_probabilities(inputs).prob
     batch, pixels = label.shape[0], math.prod(label.shape[1:])  # sizes: B may be 0
     # (permute_dims, not moveaxis, which torch.func.vmap cannot batch)
     prob = xp.permute_dims(prob_nd, _classes_second(prob_nd.ndim, axis))
@@ -188,7 +187,7 @@ def _softmax_groups(
     errors = xp.where(fg, 1.0 - prob, prob)
     present_only = isinstance(classes, str) and classes == "present"
     active = xp.any(fg if present_only else keep, axis=-1)
-    return _Groups(xp, prob_nd, axis, errors, fg, keep, active, class_ids)
+    return _Groups(xp, inputs.kernels, prob_nd, axis, errors, fg, keep, active, class_ids)
 
 
 def _softmax_value(groups: _Groups, losses: Array, reduce) -> tuple[Array, Array]:
@@ -305,7 +304,7 @@ def _binary_foreground(xp, logits, label, ignore_index, keep_mask):
         raise TypeError(f"logits must be a floating array, got dtype {logits.dtype}")
     if logits.ndim < 1:
         raise ValueError("logits must have shape (B, *spatial), got a 0-d array")
-    _reject_soft_label(xp, label, "lovasz_hinge_loss")
+    checks.refuse_soft_label(xp, label, "lovasz_hinge_loss")
     is_bool = label.dtype == xp.bool
     if not (is_bool or xp.isdtype(label.dtype, "integral")):
         raise TypeError(f"label must be an integer or boolean 0/1 array, got {label.dtype}")
@@ -332,16 +331,6 @@ def _binary_foreground(xp, logits, label, ignore_index, keep_mask):
             f"values in [{int(xp.min(label))}, {int(xp.max(label))}]"
         )
     return label == 1
-
-
-def _reject_soft_label(xp, label, fn_name):
-    if xp.isdtype(label.dtype, "real floating"):
-        raise TypeError(
-            f"{fn_name} needs a hard label (integer class ids), got a floating "
-            f"{label.dtype} label: the Lovasz extension is defined for hard labels and "
-            f"is not compatible with soft labels; use jdt_loss (e.g. jaccard_loss) for "
-            f"soft labels"
-        )
 
 
 def _class_ids(classes: Any, num_classes: int) -> tuple[int, ...] | None:

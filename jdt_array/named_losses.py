@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import _checks as checks
 from ._array import Array
-from .jdt import JDTOptions, jdt_value_and_grad, loss_with_options
+from .jdt import JDTOptions, jdt_value_and_grad, loss_of, prepare_jdt
 
 __all__ = [
     "dice_loss",
@@ -143,11 +144,11 @@ def tversky_loss(
 def _named(arguments: Mapping[str, Any], *, alpha: float, beta: float) -> Array:
     """A named JDT loss from its function's ``locals()`` and its fixed weights."""
     options = JDTOptions.of({**arguments, "alpha": alpha, "beta": beta})
-    return loss_with_options(
-        arguments["logits"], arguments["label"], options,
-        keep_mask=arguments["keep_mask"], class_weights=arguments["class_weights"],
-        reduce=arguments["reduce"],
+    inputs = prepare_jdt(
+        arguments["logits"], arguments["label"], arguments["keep_mask"], options,
+        arguments["class_weights"],
     )  # fmt: skip
+    return loss_of(inputs, options, reduce=checks.check_reduce(arguments["reduce"]))
 
 
 def refuse_weights(name: str, misplaced: Mapping[str, Any]) -> None:

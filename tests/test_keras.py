@@ -36,7 +36,9 @@ def test_keras_losses_and_metrics_work_natively_on_the_backend(backend):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     ran = [line for line in done.stdout.splitlines() if line.startswith("ok check_")]
-    assert len(ran) == 7, done.stdout
+    lines = CHECKS.read_text().splitlines()
+    defined = [line for line in lines if line.startswith("def check_")]
+    assert len(ran) == len(defined) > 0, done.stdout
 
 
 def test_importing_the_keras_adapter_without_keras_names_the_extra():

@@ -24,10 +24,11 @@ from typing import Any
 import jax
 
 from .._cardinalities import label_vjp, statistics, statistics_vjp
+from .._inputs import with_probabilities
 from .._kernels import jax_pallas
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
 from .._kernels.jax import kernel_choice
-from ..jdt import JDTOptions, check_inputs, loss_with_options, prepare
+from ..jdt import JDTOptions, loss_of, prepare_jdt, statistics_of
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
 from ..metrics import BatchStatistics
@@ -60,10 +61,13 @@ def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
 
     @jax.custom_vjp
     def lean(logits, label, keep_mask):
+        # The caller checked these arrays; do not read the label again.
+        inputs = prepare_jdt(logits, label, keep_mask, options, check_values=False)
         if fused(logits, label):
-            _, axis, hard, keep = check_inputs(logits, label, keep_mask, options)
-            return jax_pallas.statistics(logits, label, keep, axis, hard)
-        return tuple(statistics(prepare(logits, label, keep_mask, options))[0])
+            return jax_pallas.statistics(
+                logits, label, inputs.keep, inputs.class_axis, inputs.hard
+            )
+        return tuple(statistics(with_probabilities(inputs))[0])
 
     def forward(logits, label, keep_mask):
         return lean(logits, label, keep_mask), (logits, label, keep_mask)
@@ -72,7 +76,8 @@ def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
         logits, label, keep_mask = residuals
         g_prob_card, g_label_card, g_diff_card, _ = cotangents
         # The forward pass checked these arrays; do not read the label again.
-        inputs = prepare(logits, label, keep_mask, options, check_values=False)
+        inputs = prepare_jdt(logits, label, keep_mask, options, check_values=False)
+        inputs = with_probabilities(inputs)
         g_label = None  # an integer label has no gradient
         if not inputs.hard:  # a soft label may be trained too: its own gradient
             # (XLA code, which jit drops when the label's gradient is not used)
@@ -129,15 +134,12 @@ def jdt_loss(
     per-device gradients carry a factor of the number of devices, and the usual
     ``jax.lax.pmean`` of the parameter gradients gives the global-batch gradient.
     """
-    return loss_with_options(
-        logits, label, JDTOptions(**options), keep_mask=keep_mask,
-        class_weights=class_weights, reduce=_reduce(axis_name), statistics_fn=_statistics,
-    )  # fmt: skip
-
-
-def _statistics(logits, label, keep_mask, options):
+    opts = JDTOptions(**options)
+    inputs = prepare_jdt(logits, label, keep_mask, opts, class_weights)
     # The kernel is read here, at trace time: a changed setting applies at the next trace.
-    return _lean_statistics(options, kernel_choice())(logits, label, keep_mask)
+    lean = _lean_statistics(opts, kernel_choice())
+    stats, _ = statistics_of(inputs, unfused=lambda _: lean(logits, label, keep_mask))
+    return loss_of(inputs, opts, reduce=_reduce(axis_name), stats=stats)
 
 
 def _reduce(axis_name: Any) -> Callable | None:

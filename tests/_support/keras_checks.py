@@ -46,12 +46,27 @@ def check_losses_match_the_functional_forms():
          jdt_array.lovasz_softmax_loss, dict(ignore_index=IGNORE, per_image=True)),
         (jk.CEJDTLoss(ignore_index=IGNORE, mIoUC=1.0), jdt_array.ce_jdt_loss,
          dict(ignore_index=IGNORE, mIoUC=1.0)),
+        (jk.GeneralizedDiceLoss(ignore_index=IGNORE, per_image=True),
+         jdt_array.generalized_dice_loss, dict(ignore_index=IGNORE, per_image=True)),
     ]  # fmt: skip
     for loss, fn, options in cases:
         want = float(fn(z64, y.astype(np.int64), class_axis=-1, **options))
         close(loss(y, z), want, type(loss).__name__)
         # Labels as SparseCategoricalCrossentropy takes them: (B, H, W, 1).
         close(loss(y[..., None], z), want, f"{type(loss).__name__} (B, H, W, 1)")
+        # Keras' reductions leave the batch's one value as it is.
+        for reduction in ("sum", "mean", None):
+            again = type(loss).from_config({**loss.get_config(), "reduction": reduction})
+            close(again(y, z), want, f"{type(loss).__name__} reduction={reduction}")
+    # A soft label shaped like the logits stays a soft label.
+    soft = keras.ops.convert_to_numpy(keras.ops.softmax(rng.normal(size=z.shape), axis=-1))
+    want = float(jdt_array.dice_loss(z64, soft, class_axis=-1, mIoUI=1.0))
+    close(jk.DiceLoss(mIoUI=1.0)(soft.astype("float32"), z), want, "DiceLoss soft label")
+    # One score per pixel for the hinge, labels of the same shape.
+    scores = rng.normal(size=(B, H, W)).astype("float32")
+    binary = (rng.random((B, H, W)) < 0.4).astype("int32")
+    want = float(jdt_array.lovasz_hinge_loss(scores.astype(np.float64), binary))
+    close(jk.LovaszHingeLoss()(binary, scores), want, "LovaszHingeLoss")
 
 
 def check_sigmoid_losses_take_binary_masks():
@@ -67,6 +82,12 @@ def check_sigmoid_losses_take_binary_masks():
     want = float(jdt_array.ce_jdt_loss(z3.astype(np.float64), multi, class_axis=-1,
                                        activation="sigmoid"))  # fmt: skip
     close(jk.CEJDTLoss(activation="sigmoid")(multi, z3), want, "CEJDTLoss sigmoid")
+    # Probabilities in a multi-label target: soft with hard_label=False.
+    probs = rng.random((B, H, W, C)).astype("float32")
+    want = float(jdt_array.dice_loss(z3.astype(np.float64), probs.astype(np.float64),
+                                     class_axis=-1, activation="sigmoid"))  # fmt: skip
+    close(jk.DiceLoss(activation="sigmoid", hard_label=False)(probs, z3), want,
+          "DiceLoss sigmoid soft")  # fmt: skip
 
 
 def tiny_model():
@@ -119,10 +140,24 @@ def check_a_saved_model_reloads_with_its_loss_and_metrics():
     assert loaded.loss.get_config() == model.loss.get_config()
     for key in want:
         close(got[key], want[key], f"reloaded {key}", rtol=1e-6)
-    for cls in (jk.JDTLoss, jk.DiceLoss, jk.LovaszSoftmaxLoss, jk.CEJDTLoss):
-        loss = cls(class_axis=-1, ignore_index=7)
+    from keras.src.testing import TestCase  # Keras' own serialization round trip
+
+    losses = [
+        jk.JDTLoss(ignore_index=7, class_weights=np.array([1.0, 2.0, 0.5]), mIoUC=0.5),
+        jk.JaccardLoss(gamma=2.0, reduction="sum", name="iou"),
+        jk.DiceLoss(activation="sigmoid", hard_label=False),
+        jk.TverskyLoss(alpha=0.3, beta=0.7),
+        jk.CEJDTLoss(ce_weight=0.5, jdt_weight=0.5, ignore_index=7),
+        jk.GeneralizedDiceLoss(per_image=True),
+        jk.LovaszSoftmaxLoss(classes=[0, 2], per_image=True),
+        jk.LovaszHingeLoss(per_image=False),
+    ]
+    for loss in losses:
+        TestCase().run_class_serialization_test(loss)
         again = keras.losses.deserialize(keras.losses.serialize(loss))
-        assert type(again) is cls and again.get_config() == loss.get_config(), cls
+        assert type(again) is type(loss), type(loss)
+        assert again.get_config() == loss.get_config(), type(loss)
+        assert loss.get_config()["reduction"] == loss.reduction
 
 
 def check_metrics_match_fine_grained_metrics_in_compiled_evaluation():

@@ -9,9 +9,9 @@ namespace; there the constructors raise.
 
 Keras conventions: ``call(y_true, y_pred)`` with ``y_pred`` the logits (or
 probabilities with ``activation=None``), channels last (``class_axis=-1``), hard labels
-(B, *spatial) or (B, *spatial, 1) as ``SparseCategoricalCrossentropy`` takes them, and
-the labels' dtype kept (Keras' own losses cast labels to floats, which would turn class
-ids into a soft label).
+(B, *spatial) or (B, *spatial, 1) as ``SparseCategoricalCrossentropy`` takes them. Keras'
+``Loss.__call__`` converts the labels to floats; the losses turn class ids and 0/1
+masks back into integers (``keras_label``), so they keep the meaning of a hard label.
 
 Example::
 
@@ -26,8 +26,10 @@ Example::
 from .losses import (
     CEJDTLoss,
     DiceLoss,
+    GeneralizedDiceLoss,
     JaccardLoss,
     JDTLoss,
+    LovaszHingeLoss,
     LovaszSoftmaxLoss,
     TverskyLoss,
 )
@@ -45,8 +47,10 @@ __all__ = [
     "FineGrainedMeanDice",
     "FineGrainedMeanIoU",
     "FineGrainedMetric",
+    "GeneralizedDiceLoss",
     "JDTLoss",
     "JaccardLoss",
+    "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
     "TverskyLoss",
 ]

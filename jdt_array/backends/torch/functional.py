@@ -15,9 +15,9 @@ import torch.distributed as dist
 
 from ..._array import in_torch_func
 from ..._cardinalities import label_vjp, statistics, statistics_vjp
-from ..._kernels import torch_fused
+from ..._inputs import Prepared, with_probabilities
 from ..._kernels.torch import autograd_value_and_grad as value_and_grad
-from ...jdt import JDTOptions, loss_with_options, prepare
+from ...jdt import JDTOptions, loss_of, prepare_jdt, statistics_of
 
 __all__ = ["BACKWARDS", "check_backward", "check_sync", "jdt_loss", "replica_sum",
            "value_and_grad"]  # fmt: skip
@@ -26,23 +26,24 @@ BACKWARDS = ("vjp", "autodiff")
 
 
 class _LeanStatistics(torch.autograd.Function):
-    """The (B, C) statistics of softmax(logits) with the hand-derived backward.
+    """The (B, C) statistics of the activation's probabilities with the hand-derived
+    backward.
 
     Keeps the probabilities (not the pixel-level intermediates of an autograd tape) and
     writes the gradient into their memory, so the step allocates one logits-sized
     buffer in all, the gradient; a second backward (``retain_graph=True``) recomputes
     them. The small (B, C) rest of the loss, collectives included, is left to autograd.
-    A soft label that requires grad gets its gradient too.
+    A soft label that requires grad gets its gradient too. ``logits`` and ``label``
+    are those of ``inputs``, passed again for autograd to see them.
     """
 
     @staticmethod
-    def forward(ctx, logits, label, keep_mask, options):
-        inputs = prepare(logits, label, keep_mask, options)
+    def forward(ctx, logits, label, inputs: Prepared):
+        inputs = with_probabilities(inputs)
         stats, residual = statistics(inputs)
-        ctx.save_for_backward(logits, label, keep_mask)
-        ctx.options = options
         # Attributes, not saved tensors: the backward releases (and overwrites) them.
         ctx.inputs, ctx.residual = inputs, residual
+        ctx.label_shape, ctx.label_dtype = label.shape, label.dtype
         if ctx.needs_input_grad[1]:  # a soft label to train: |y| depends on it
             ctx.mark_non_differentiable(stats.label_max)
         else:
@@ -57,19 +58,20 @@ class _LeanStatistics(torch.autograd.Function):
                 "modules' default) has no derivative of its own, so create_graph=True "
                 "cannot give higher-order gradients; use backward='autodiff'"
             )
-        logits, label, keep_mask = ctx.saved_tensors
-        inputs, residual, ctx.inputs, ctx.residual = ctx.inputs, ctx.residual, None, None
-        if inputs is None:  # a second backward: the first one used the probabilities
-            inputs = prepare(logits, label, keep_mask, ctx.options, check_values=False)
+        inputs, residual, ctx.residual = ctx.inputs, ctx.residual, None
+        if residual is None and inputs.prob is None:  # a second backward: recompute
+            inputs = with_probabilities(inputs)
+        ctx.inputs = inputs._replace(prob=None)  # the probabilities are used up below
+        label = inputs.label if ctx.needs_input_grad[1] else None
         g_label = None
-        if ctx.needs_input_grad[1]:  # before statistics_vjp overwrites the probabilities
+        if label is not None:  # before statistics_vjp overwrites the probabilities
             g_label = label_vjp(inputs, g_label_card, g_diff_card)
             # A (B, *spatial) label of one sigmoid channel was given the class axis.
-            g_label = g_label.reshape(label.shape).to(label.dtype)
+            g_label = g_label.reshape(ctx.label_shape).to(ctx.label_dtype)
         grad = statistics_vjp(
             inputs, g_prob_card, g_diff_card, residual=residual, overwrite=True
         )
-        return grad.to(logits.dtype), g_label, None, None
+        return grad.to(inputs.logits.dtype), g_label, None
 
 
 class _ReplicaSum(torch.autograd.Function):
@@ -160,18 +162,14 @@ def loss_with(
 ) -> torch.Tensor:
     """:func:`jdt_loss` with checked arguments, its options as one :class:`JDTOptions`
     (for the modules, which check them once)."""
+    inputs = prepare_jdt(logits, label, keep_mask, options, class_weights)
     # Inside torch.func transforms autograd.Function needs what the lean backward
-    # cannot give (setup_context, a vmap rule): autodiff there.
+    # cannot give (a vmap rule): autodiff there. A fused kernel has a lean backward
+    # of its own (a second pass), which statistics_of takes first.
     lean = backward == "vjp" and logits.requires_grad and not in_torch_func(logits)
-    # The fused Triton statistics have a lean backward of their own (a second pass).
-    fused = options.activation == "softmax" and torch_fused.fuses(
-        logits, label, options.class_axis
-    )
-    lean = lean and not fused
-    return loss_with_options(
-        logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
-        reduce=reduce, statistics_fn=_LeanStatistics.apply if lean else None,
-    )  # fmt: skip
+    unfused = (lambda i: _LeanStatistics.apply(logits, label, i)) if lean else None
+    stats, _ = statistics_of(inputs, unfused=unfused)
+    return loss_of(inputs, options, reduce=reduce, stats=stats)
 
 
 def check_backward(backward: Any) -> str:
