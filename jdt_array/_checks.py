@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
-from numbers import Real
+from collections.abc import Callable, Iterable
+from numbers import Integral, Real
 from typing import Any
 
 from . import _kernels
@@ -65,6 +65,58 @@ def check_mode(name: str, value: Any) -> str:
     if value not in MODES:
         raise ValueError(f"{name} must be one of {MODES}, got {value!r}")
     return value
+
+
+def check_classes(classes: Any) -> tuple[int, ...] | None:
+    """``classes`` (None: every class) as a tuple of distinct non-negative class ids;
+    whether they are below C is checked where C is known (:func:`check_class_ids`)."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+        raise TypeError(f"classes must be None or a sequence of class ids, got {classes!r}")
+    ids = tuple(classes)
+    for c in ids:
+        if isinstance(c, bool) or not isinstance(c, Integral):
+            raise TypeError(f"classes must hold int class ids, got {c!r} in {classes!r}")
+    ids = tuple(int(c) for c in ids)
+    if not ids:
+        raise ValueError("classes must name at least one class id, got an empty sequence")
+    if min(ids) < 0 or len(set(ids)) != len(ids):
+        raise ValueError(f"classes must hold distinct class ids >= 0, got {classes!r}")
+    return ids
+
+
+def class_count(logits: Any, class_axis: int) -> int:
+    """The number of classes along ``class_axis`` of ``logits``, after checking the
+    axis (with the error of :func:`normalize_class_axis`)."""
+    shape = tuple(logits.shape)
+    return shape[normalize_class_axis(class_axis, len(shape), shape)]
+
+
+def check_class_ids(classes: tuple[int, ...] | None, num_classes: int) -> None:
+    """Raise when a class id of ``classes`` is not below ``num_classes``."""
+    if classes is not None and max(classes) >= num_classes:
+        raise ValueError(
+            f"classes={list(classes)} names class {max(classes)}, but the logits have "
+            f"{num_classes} classes (ids 0 .. {num_classes - 1})"
+        )
+
+
+REDUCTIONS = ("mean", "none")
+
+
+def check_reduction(reduction: Any, *, mIoUD: float, mIoUC: float) -> str:
+    """``reduction`` checked: "mean", or "none" (the per-image losses of the image
+    level, which needs the dataset and class levels off)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction == "none" and (mIoUD > 0 or mIoUC > 0):
+        raise ValueError(
+            f"reduction='none' returns the per-image losses of the image level (B, C); "
+            f"the dataset and class levels are not per image: set mIoUD=0 and mIoUC=0 "
+            f"(got mIoUD={mIoUD!r}, mIoUC={mIoUC!r}) and mIoUI > 0"
+        )
+    return reduction
 
 
 def check_ignore_index(value: Any) -> int | None:

@@ -76,19 +76,26 @@ def levels(
     mode = options.active_classes_mode_hard if hard else options.active_classes_mode_soft
     present = stats.label_max > options.threshold
     tp, fp, fn = tp_fp_fn(stats)
+    num_classes = tp.shape[1]
+    chosen = selected_classes(xp, options.classes, num_classes, tp)
     if options.class_agnostic:
-        tp, fp, fn = (pool_classes(xp, v, class_weights) for v in (tp, fp, fn))
-        present = xp.any(present, axis=1, keepdims=True)
+        weights = pooling_weights(xp, class_weights, options.classes, num_classes, tp)
+        tp, fp, fn = (pool_classes(xp, v, weights) for v in (tp, fp, fn))
+        present = xp.any(present if chosen is None else present & chosen, axis=1,
+                         keepdims=True)  # fmt: skip
+        chosen = None  # one pooled class, of the chosen ones
 
     result = []
     if options.mIoUD > 0:
         sums = [xp.sum(v, axis=0) for v in (tp, fp, fn, xp.astype(present, tp.dtype))]
         *totals, present_count = sum_over_replicas(xp, reduce, *sums)
         active = _all_like(xp, totals[0]) if mode == "ALL" else present_count > 0
+        active = active if chosen is None else active & chosen
         coef = options.mIoUD * _mean_weights(xp, active, tp.dtype)
         result.append(Level(*totals, active, coef, batch_summed=True))
     if options.mIoUI > 0 or options.mIoUC > 0:
         active = _all_like(xp, tp) if mode == "ALL" else present
+        active = active if chosen is None else active & chosen
         coef = _image_and_class_weights(xp, active, options, tp.dtype, reduce)
         result.append(Level(tp, fp, fn, active, coef, batch_summed=False))
     return result
@@ -108,6 +115,8 @@ def loss_from_levels(
     where no class it touches is active: a diverged model never logs a plausible loss.
     """
     weights = None if options.class_agnostic else class_weights
+    if options.reduction == "none":
+        return per_image_losses(xp, stats, parts, options, weights)
     # 0 * sum is 0 for finite statistics and NaN otherwise; its gradient is 0. It is
     # this replica's, like the sums over its images, which go through reduce with it.
     local = 0.0 * xp.sum(stats.prob_card)
@@ -124,6 +133,17 @@ def loss_from_levels(
     return zero_d(xp, summed + local)
 
 
+def per_image_losses(xp: Any, stats: Statistics, parts: list[Level], options: Any,
+                     class_weights: Any) -> Any:  # fmt: skip
+    """``reduction="none"``: the (B, C) class losses of the image level (B, 1 when
+    ``class_agnostic``) times ``mIoUI``, 0 where a class is inactive; a row is NaN
+    where its image's statistics are (a NaN or +inf logit at a kept pixel)."""
+    (lv,) = parts  # the image level: reduction="none" has the others off
+    losses = class_losses(xp, lv.tp, lv.fp, lv.fn, lv.active, options, class_weights)
+    nan = 0.0 * xp.sum(stats.prob_card, axis=1, keepdims=True)
+    return options.mIoUI * losses + nan
+
+
 def statistics_grad(
     xp: Any, parts: list[Level], options: Any, class_weights: Any, shape: tuple
 ) -> tuple[Any, Any]:
@@ -137,8 +157,10 @@ def statistics_grad(
         if lv.batch_summed:
             grads = [xp.expand_dims(g, axis=0) for g in grads]
         g_tp, g_fp, g_fn = g_tp + grads[0], g_fp + grads[1], g_fn + grads[2]
-    if options.class_agnostic and class_weights is not None:
-        g_tp, g_fp, g_fn = (g * class_weights for g in (g_tp, g_fp, g_fn))
+    if options.class_agnostic:
+        pooled = pooling_weights(xp, class_weights, options.classes, shape[1], g_tp)
+        if pooled is not None:
+            g_tp, g_fp, g_fn = (g * pooled for g in (g_tp, g_fp, g_fn))
     g_prob, g_diff = tp_fp_fn_vjp(g_tp, g_fp, g_fn)
     zeros = xp.zeros(shape, dtype=g_prob.dtype, device=device(g_prob))
     return g_prob + zeros, g_diff + zeros
@@ -246,6 +268,30 @@ def sum_over_replicas(xp: Any, reduce: Reduce | None, *arrays: Any) -> list[Any]
         out.append(xp.reshape(total[start : start + size], a.shape))
         start += size
     return out
+
+
+def selected_classes(
+    xp: Any, classes: tuple[int, ...] | None, num_classes: int, like: Any
+) -> Any:
+    """(C,) booleans, True for the ``classes`` that enter the means (None: all), on
+    the device of ``like``."""
+    if classes is None:
+        return None
+    chosen = set(classes)
+    flags = [c in chosen for c in range(num_classes)]
+    return xp.asarray(flags, dtype=xp.bool, device=device(like))
+
+
+def pooling_weights(
+    xp: Any, class_weights: Any, classes: Any, num_classes: int, like: Any
+) -> Any:
+    """The weights of the classes pooled by ``class_agnostic``: ``class_weights``, 0
+    for the classes left out by ``classes``; None when every class has weight 1."""
+    chosen = selected_classes(xp, classes, num_classes, like)
+    if chosen is None:
+        return class_weights
+    flags = xp.astype(chosen, like.dtype)
+    return flags if class_weights is None else class_weights * flags
 
 
 def pool_classes(xp, values, class_weights):

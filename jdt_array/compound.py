@@ -11,13 +11,14 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from . import _checks as checks
 from ._array import Array, namespace_of, zero_d
 from ._cardinalities import Statistics, statistics, statistics_vjp
 from ._inputs import Prepared, with_probabilities
-from ._tversky import Level, levels, loss_from_levels, statistics_grad
+from ._tversky import Level, levels, loss_from_levels, selected_classes, statistics_grad
 from .cross_entropy import (
     activated_cross_entropy_of,
     activated_cross_entropy_value_and_grad,
@@ -140,11 +141,16 @@ def generalized_dice_loss(
     per_image: bool = False,
     smooth: float = 1e-3,
     activation: str | None = "softmax",
+    weight_type: str = "square",
+    classes: Sequence[int] | None = None,
+    reduction: str = "mean",
 ) -> Array:
     r"""The generalized Dice loss of Sudre et al. (2017) with hard or soft labels.
 
     With x the softmax probabilities, y the label and class weights
-    :math:`w_c \propto 1 / |y_c|^2` (:math:`|y_c| = \sum_i y_{ic}`, the class volume),
+    :math:`w_c \propto 1 / |y_c|^2` (:math:`|y_c| = \sum_i y_{ic}`, the class volume;
+    ``weight_type="simple"``: :math:`1 / |y_c|`, ``"uniform"``: 1, as MONAI's
+    ``GeneralizedDiceLoss(w_type=...)``),
 
     .. math::
         \ell = 1 - \frac{2 \sum_c w_c\, tp_c + 2s}{\sum_c w_c (|x_c| + |y_c|) + 2s},
@@ -172,6 +178,12 @@ def generalized_dice_loss(
         smooth: s >= 0; 0 / 0 (nothing to compare) counts as a perfect score.
         activation: as in :func:`jdt_array.jdt_loss` (``"sigmoid"`` for binary and
             multi-label segmentation, ``None`` for probabilities).
+        weight_type: ``"square"`` (Sudre et al.), ``"simple"`` or ``"uniform"``.
+        classes: the class ids that are weighted and pooled (None: all), e.g.
+            ``range(1, C)`` for MONAI's ``include_background=False``; the others get
+            weight 0 (their pixels still shape the softmax).
+        reduction: ``"mean"``, or ``"none"`` with ``per_image=True``: the loss of each
+            image, shape (B, 1) (0 for an image without label mass).
 
     Returns:
         A 0-d array like :func:`jdt_array.jdt_loss`; 0 with a zero gradient when no kept
@@ -179,11 +191,17 @@ def generalized_dice_loss(
 
     Raises:
         TypeError, ValueError: as :func:`jdt_array.jdt_loss`; ``smooth`` negative,
-            ``per_image`` not a bool.
+            ``per_image`` not a bool, an unknown ``weight_type``, ``reduction="none"``
+            without ``per_image``.
+
+    Example::
+
+        loss = generalized_dice_loss(logits, label, weight_type="simple", classes=[1, 2])
     """
     return _generalized_dice(
-        logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation
-    ).loss
+        logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation,
+        weight_type, classes, reduction,
+    ).loss  # fmt: skip
 
 
 def generalized_dice_value_and_grad(
@@ -193,6 +211,11 @@ def generalized_dice_value_and_grad(
     to ``logits``, by hand (the weights, which depend on the label only, are
     constants)."""
     args = checks.arguments(generalized_dice_loss, logits, label, options)
+    if args["reduction"] != "mean":
+        raise ValueError(
+            "the hand-derived gradient is that of a scalar loss: value_and_grad needs "
+            "reduction='mean'"
+        )
     gd = _generalized_dice(**args)
     xp = gd.inputs.xp
     g_prob_card, g_diff_card = statistics_grad(
@@ -213,12 +236,23 @@ class _GeneralizedDice(NamedTuple):
     loss: Array
 
 
+WEIGHT_TYPES = ("square", "simple", "uniform")
+
+
 def _generalized_dice(
-    logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation
-) -> _GeneralizedDice:
+    logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation,
+    weight_type, classes, reduction,
+) -> _GeneralizedDice:  # fmt: skip
     """The generalized Dice loss as the core's class-agnostic Dice loss (alpha = beta =
     0.5) with Sudre's weights, and what its gradient needs."""
     checks.check_bool("per_image", per_image)
+    if weight_type not in WEIGHT_TYPES:
+        raise ValueError(f"weight_type must be one of {WEIGHT_TYPES}, got {weight_type!r}")
+    if reduction == "none" and not per_image:
+        raise ValueError(
+            "reduction='none' gives the loss of each image, which needs per_image=True "
+            "(per_image=False is one ratio for the whole batch)"
+        )
     options = JDTOptions(
         class_axis=class_axis,
         ignore_index=ignore_index,
@@ -233,11 +267,14 @@ def _generalized_dice(
         active_classes_mode_soft="PRESENT",
         class_agnostic=True,
         activation=activation,
+        classes=classes,
+        reduction=reduction,
     )
     inputs = with_probabilities(prepare_jdt(logits, label, keep_mask, options))
     xp = inputs.xp
     stats, residual = statistics(inputs)
-    weights = sudre_weights(xp, _volume(xp, stats, per_image))
+    chosen = selected_classes(xp, options.classes, inputs.num_classes, stats.label_card)
+    weights = sudre_weights(xp, _volume(xp, stats, per_image), weight_type, chosen)
     parts = levels(stats, options, inputs.hard, weights)
     loss = zero_d(xp, loss_from_levels(xp, stats, parts, options, weights))
     return _GeneralizedDice(inputs, residual, options, weights, parts, loss)
@@ -248,13 +285,22 @@ def _volume(xp: Any, stats: Statistics, per_image: bool) -> Array:
     return stats.label_card if per_image else xp.sum(stats.label_card, axis=0)
 
 
-def sudre_weights(xp: Any, volume: Array) -> Array:
-    """Weights proportional to 1 / volume**2 along the last axis (see
+def sudre_weights(
+    xp: Any, volume: Array, weight_type: str = "square", chosen: Array | None = None
+) -> Array:
+    """Weights proportional to 1 / volume**2 (``"simple"``: 1 / volume, ``"uniform"``:
+    1) along the last axis, 0 for classes not ``chosen`` (see
     :func:`generalized_dice_loss` for zero volumes and the scale)."""
     has = volume > 0
-    inverse_square = xp.where(has, 1.0 / xp.where(has, volume, 1.0) ** 2, 0.0)
-    largest = xp.max(inverse_square, axis=-1, keepdims=True)
-    weights = xp.where(has, inverse_square, largest)
+    if chosen is not None:
+        volume = xp.where(chosen, volume, 0.0)
+        has = has & chosen
+    power = {"square": 2, "simple": 1, "uniform": 0}[weight_type]
+    inverse = xp.where(has, 1.0 / xp.where(has, volume, 1.0) ** power, 0.0)
+    largest = xp.max(inverse, axis=-1, keepdims=True)
+    weights = xp.where(has, inverse, largest)
+    if chosen is not None:
+        weights = xp.where(chosen, weights, 0.0)
     weighted = xp.sum(weights * volume, axis=-1, keepdims=True)
     total = xp.sum(volume, axis=-1, keepdims=True)
     ok = weighted > 0

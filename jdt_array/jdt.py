@@ -14,7 +14,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +62,15 @@ class JDTOptions:
     active_classes_mode_soft: str = "ALL"
     class_agnostic: bool = False
     activation: str | None = "softmax"
+    classes: tuple[int, ...] | None = None
+    reduction: str = "mean"
 
     def __post_init__(self) -> None:
         checks.check_class_axis(self.class_axis)
         check_activation(self.activation)
+        # A tuple, whatever sequence was given: the options key compiled functions.
+        object.__setattr__(self, "classes", checks.check_classes(self.classes))
+        checks.check_reduction(self.reduction, mIoUD=self.mIoUD, mIoUC=self.mIoUC)
         for name in ("mIoUD", "mIoUI", "mIoUC", "alpha", "beta", "smooth", "threshold"):
             checks.check_real(name, getattr(self, name), low=0.0)
         if self.threshold >= 1:
@@ -117,6 +122,8 @@ def jdt_loss(
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
     activation: str | None = "softmax",
+    classes: Sequence[int] | None = None,
+    reduction: str = "mean",
     reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
     r"""The JDT (Jaccard, Dice, Tversky) loss of softmax(logits) (or sigmoid(logits),
@@ -177,6 +184,20 @@ def jdt_loss(
             and, with more than one class, to sum to 1 over the classes; labels as for
             the softmax, or as for the sigmoid with one channel), and gradients are
             with respect to them.
+        classes: the class ids whose losses enter the means (None: every class), e.g.
+            ``range(1, C)`` to leave the background out as MONAI's
+            ``include_background=False`` does. The other classes still shape the
+            probabilities (a pixel predicted as a left-out class is a false negative
+            of its labelled class); with ``class_agnostic`` only these are pooled.
+        reduction: ``"mean"`` (the loss above, a 0-d array) or ``"none"``: the
+            per-image, per-class losses of the image level, shape (B, C) ((B, 1) with
+            ``class_agnostic``), ``mIoUI`` times the class loss, 0 where a class is
+            not active in the image (for hard-example mining, per-sample weights,
+            logging). The dataset and class levels are not per image, so ``"none"``
+            needs ``mIoUD=0`` and ``mIoUC=0``; averaging each row over the image's
+            active classes and then over the images that have one gives the
+            ``"mean"`` loss. No ``reduce`` with ``"none"`` (nothing is summed over
+            images), and no hand gradient (:func:`value_and_grad` needs a scalar).
         reduce: the hook for data-parallel training: a function that takes a 1-d
             array and returns its sum over all replicas (processes or devices), the
             same on every replica. Everything the loss sums or counts over the batch
@@ -192,7 +213,13 @@ def jdt_loss(
 
     Returns:
         A 0-d array in the namespace and on the device of ``logits``, float64 for
-        float64 logits and float32 otherwise. With ``reduce``, the global-batch loss.
+        float64 logits and float32 otherwise (with ``reduction="none"``, the (B, C)
+        losses). With ``reduce``, the global-batch loss.
+
+    Example::
+
+        loss = jdt_loss(logits, label, ignore_index=255, mIoUI=1.0)
+        per_image = jdt_loss(logits, label, mIoUD=0.0, mIoUI=1.0, reduction="none")
 
     Raises:
         TypeError: mixed array libraries, non-floating logits, a label that is neither
@@ -231,6 +258,12 @@ def jdt_value_and_grad(
     replicas. ``reduce`` is only called in the forward direction.
     """
     opts = JDTOptions(**options)
+    if opts.reduction != "mean":
+        raise ValueError(
+            "the hand-derived gradient is that of a scalar loss: value_and_grad needs "
+            "reduction='mean'; with reduction='none', differentiate a reduction of "
+            "the per-image losses with PyTorch or JAX"
+        )
     reduce = checks.check_reduce(reduce)
     inputs = with_probabilities(prepare_jdt(logits, label, keep_mask, opts, class_weights))
     xp, weights = inputs.xp, inputs.class_weights
@@ -277,6 +310,7 @@ def prepare_jdt(
 ) -> Prepared:
     """:func:`jdt_array._inputs.prepare` with the options of a JDT loss: the one input
     preparation of the loss, its hand gradient and the adapters' lean backward."""
+    checks.check_class_ids(options.classes, checks.class_count(logits, options.class_axis))
     return prepare(
         logits, label, keep_mask, class_axis=options.class_axis,
         ignore_index=options.ignore_index, activation=options.activation,
@@ -320,6 +354,11 @@ def loss_of(
 ) -> Array:
     """The JDT loss of prepared inputs (from their ``stats`` if already computed);
     ``reduce`` checked by the caller."""
+    if reduce is not None and options.reduction == "none":
+        raise ValueError(
+            "reduction='none' returns this batch's per-image losses, which no reduce "
+            "(sync_stats, axis_name) sums over replicas; use reduction='mean'"
+        )
     if stats is None:
         stats = statistics_of(inputs)[0]
     xp, weights = inputs.xp, inputs.class_weights

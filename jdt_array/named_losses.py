@@ -13,7 +13,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _checks as checks
@@ -51,6 +51,8 @@ def jaccard_loss(
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
     activation: str | None = "softmax",
+    classes: Sequence[int] | None = None,
+    reduction: str = "mean",
     reduce: Callable[[Array], Array] | None = None,
     **misplaced: Any,
 ) -> Array:
@@ -89,6 +91,8 @@ def dice_loss(
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
     activation: str | None = "softmax",
+    classes: Sequence[int] | None = None,
+    reduction: str = "mean",
     reduce: Callable[[Array], Array] | None = None,
     **misplaced: Any,
 ) -> Array:
@@ -129,6 +133,8 @@ def tversky_loss(
     active_classes_mode_soft: str = "ALL",
     class_agnostic: bool = False,
     activation: str | None = "softmax",
+    classes: Sequence[int] | None = None,
+    reduction: str = "mean",
     reduce: Callable[[Array], Array] | None = None,
 ) -> Array:
     """The Tversky loss: :func:`jdt_loss` with required ``alpha`` (false positives)

@@ -159,12 +159,17 @@ def generalized_dice_reference(
     class_axis=1,
     per_image=False,
     smooth=1e-3,
-) -> float:
-    """1 - (2 sum_c w_c sum_i x y + 2s) / (sum_c w_c sum_i (x + y) + 2s), w_c ~ 1/|y_c|^2.
+    weight_type="square",
+    classes=None,
+    reduction="mean",
+):
+    """1 - (2 sum_c w_c sum_i x y + 2s) / (sum_c w_c sum_i (x + y) + 2s), w_c ~ 1/|y_c|^2
+    (``"simple"``: 1/|y_c|, ``"uniform"``: 1), over the ``classes`` (others weight 0).
 
     Zero-volume classes take the largest present weight; weights are scaled so that
-    sum_c w_c |y_c| = sum_c |y_c|; a group with no label mass is skipped. With soft
-    labels the overlap is the soft tp (|x| + |y| - |x - y|) / 2.
+    sum_c w_c |y_c| = sum_c |y_c|; a group with no label mass is skipped (0 with
+    ``reduction="none"``, which returns the (B, 1) per-image losses). With soft labels
+    the overlap is the soft tp (|x| + |y| - |x - y|) / 2.
     """
     log_p, y, keep = _per_pixel(logits, label, keep_mask, ignore_index, class_axis)
     x = np.exp(log_p) * keep[:, None]
@@ -172,19 +177,26 @@ def generalized_dice_reference(
     groups = (
         [(x[b : b + 1], y[b : b + 1]) for b in range(len(x))] if per_image else [(x, y)]
     )
+    chosen = np.ones(x.shape[1], bool)
+    if classes is not None:
+        chosen = np.isin(np.arange(x.shape[1]), list(classes))
+    power = {"square": 2, "simple": 1, "uniform": 0}[weight_type]
     losses = []
     for gx, gy in groups:
-        volume = gy.sum(axis=(0, 2))
+        volume = np.where(chosen, gy.sum(axis=(0, 2)), 0.0)
         if volume.sum() == 0:
+            losses.append(None)
             continue
-        w = np.array([1 / v**2 if v > 0 else 0.0 for v in volume])
-        w[volume == 0] = w.max()
+        w = np.array([1 / v**power if v > 0 else 0.0 for v in volume])
+        w[(volume == 0) & chosen] = w.max()
         w *= volume.sum() / np.sum(w * volume)
         tp = (gx.sum(axis=(0, 2)) + volume - np.abs(gx - gy).sum(axis=(0, 2))) / 2
         num = 2 * np.sum(w * tp) + 2 * smooth
         den = np.sum(w * (gx.sum(axis=(0, 2)) + volume)) + 2 * smooth
         losses.append(1.0 - (num / den if den > 0 else 1.0))
-    return _mean(losses)
+    if reduction == "none":
+        return np.array([[0.0 if v is None else v] for v in losses])
+    return _mean([v for v in losses if v is not None])
 
 
 def label_smoothing_reference(

@@ -51,7 +51,12 @@ def jdt_loss_reference(
     active_classes_mode_soft="ALL",
     class_agnostic=False,
     activation="softmax",
-) -> float:
+    classes=None,
+    reduction="mean",
+):
+    """The loss (a float), or with ``reduction="none"`` the (B, K) image-level class
+    losses times mIoUI (0 where inactive). ``classes``: the class ids in the means
+    (with ``class_agnostic``, the ones pooled)."""
     logits = np.asarray(logits, dtype=np.float64)
     prob = to_channels_first(activate(logits, class_axis, activation), class_axis)
     B, C = prob.shape[:2]
@@ -94,11 +99,12 @@ def jdt_loss_reference(
     fn = card(y) - tp
     label_max = y.max(axis=2)
     w = np.ones(C) if class_weights is None else np.asarray(class_weights, np.float64)
+    chosen = np.ones(C, bool) if classes is None else np.isin(np.arange(C), list(classes))
 
     if class_agnostic:
-        tp, fp, fn = ((v * w).sum(axis=1, keepdims=True) for v in (tp, fp, fn))
-        label_max = label_max.max(axis=1, keepdims=True)
-        w = np.ones(1)
+        tp, fp, fn = ((v * w * chosen).sum(axis=1, keepdims=True) for v in (tp, fp, fn))
+        label_max = np.where(chosen, label_max, 0.0).max(axis=1, keepdims=True)
+        w, chosen = np.ones(1), np.ones(1, bool)
     K = tp.shape[1]
 
     def class_loss(tp_, fp_, fn_, k):
@@ -116,14 +122,18 @@ def jdt_loss_reference(
         losses = []
         for k in range(K):
             active = mode == "ALL" or label_max[:, k].max() > threshold
-            if active:
+            if active and chosen[k]:
                 losses.append(class_loss(tp[:, k].sum(), fp[:, k].sum(), fn[:, k].sum(), k))
         total += mIoUD * mean(losses)
     active = np.ones((B, K), bool) if mode == "ALL" else label_max > threshold
+    active &= chosen
     matrix = np.zeros((B, K))
     for b in range(B):
         for k in range(K):
             matrix[b, k] = class_loss(tp[b, k], fp[b, k], fn[b, k], k)
+    if reduction == "none":
+        nan = np.isnan(x).any(axis=(1, 2))[:, None]
+        return np.where(nan, np.nan, mIoUI * np.where(active, matrix, 0.0))
     if mIoUI > 0:
         per_image = [mean(list(matrix[b][active[b]])) for b in range(B) if active[b].any()]
         total += mIoUI * mean(per_image)

@@ -125,8 +125,10 @@ def keras_label(
 
 def _serializable(value: Any) -> Any:
     """Class weights given as an array, and dtype policies, as config values."""
-    if value is None or isinstance(value, (bool, int, float, str, list, tuple)):
+    if value is None or isinstance(value, (bool, int, float, str, list)):
         return value
+    if isinstance(value, (tuple, range)):  # as JSON gives them back
+        return [_serializable(v) for v in value]
     if isinstance(value, keras.DTypePolicy):
         return keras.saving.serialize_keras_object(value)
     return np.asarray(keras.ops.convert_to_numpy(value)).tolist()
@@ -195,6 +197,7 @@ class JDTLoss(_JDTFamily):
         active_classes_mode_soft: str = "ALL",
         class_agnostic: bool = False,
         activation: str | None = "softmax",
+        classes: list[int] | None = None,
         hard_label: bool | None = None,
         reduction: Reduction = "sum_over_batch_size",
         name: str | None = None,
@@ -231,6 +234,7 @@ class JaccardLoss(_JDTFamily):
         active_classes_mode_soft: str = "ALL",
         class_agnostic: bool = False,
         activation: str | None = "softmax",
+        classes: list[int] | None = None,
         hard_label: bool | None = None,
         reduction: Reduction = "sum_over_batch_size",
         name: str | None = None,
@@ -267,6 +271,7 @@ class DiceLoss(_JDTFamily):
         active_classes_mode_soft: str = "ALL",
         class_agnostic: bool = False,
         activation: str | None = "softmax",
+        classes: list[int] | None = None,
         hard_label: bool | None = None,
         reduction: Reduction = "sum_over_batch_size",
         name: str | None = None,
@@ -304,6 +309,7 @@ class TverskyLoss(_JDTFamily):
         active_classes_mode_soft: str = "ALL",
         class_agnostic: bool = False,
         activation: str | None = "softmax",
+        classes: list[int] | None = None,
         hard_label: bool | None = None,
         reduction: Reduction = "sum_over_batch_size",
         name: str | None = None,
@@ -343,6 +349,7 @@ class CEJDTLoss(_PackageLoss):
         active_classes_mode_soft: str = "ALL",
         class_agnostic: bool = False,
         activation: str | None = "softmax",
+        classes: list[int] | None = None,
         hard_label: bool | None = None,
         reduction: Reduction = "sum_over_batch_size",
         name: str | None = None,
@@ -372,6 +379,8 @@ class GeneralizedDiceLoss(_PackageLoss):
         per_image: bool = False,
         smooth: float = 1e-3,
         activation: str | None = "softmax",
+        weight_type: str = "square",
+        classes: list[int] | None = None,
         hard_label: bool | None = None,
         reduction: Reduction = "sum_over_batch_size",
         name: str | None = None,

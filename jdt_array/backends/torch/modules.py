@@ -34,8 +34,9 @@ class JDTLoss(torch.nn.Module):
     Same constructor and ``forward(logits, label, keep_mask=None)``; the options mean
     what they mean in :func:`jdt_array.jdt_loss`. Extra keyword-only arguments:
     ``class_axis`` (1 or -1), ``class_agnostic``, ``activation`` ("softmax",
-    "sigmoid" for binary / multi-label, None for probabilities), ``backward`` ("vjp"
-    or "autodiff"),
+    "sigmoid" for binary / multi-label, None for probabilities), ``classes`` (the
+    class ids that enter the means), ``reduction`` ("mean", or "none" for the (B, C)
+    per-image losses of the image level), ``backward`` ("vjp" or "autodiff"),
     and ``sync_stats`` / ``process_group`` for data-parallel training (see
     :func:`jdt_loss` here: every rank gets the global-batch loss, and a
     ``DistributedDataParallel`` step equals the single-process step on the global
@@ -62,6 +63,8 @@ class JDTLoss(torch.nn.Module):
         class_axis: int = 1,
         class_agnostic: bool = False,
         activation: str | None = "softmax",
+        classes: Sequence[int] | None = None,
+        reduction: str = "mean",
         backward: str = "vjp",
         sync_stats: bool = False,
         process_group: Any = None,
@@ -185,6 +188,9 @@ class GeneralizedDiceLoss(_Loss):
         per_image: bool = False,
         smooth: float = 1e-3,
         activation: str | None = "softmax",
+        weight_type: str = "square",
+        classes: Sequence[int] | None = None,
+        reduction: str = "mean",
     ) -> None:
         super().__init__(
             ignore_index=ignore_index,
@@ -192,6 +198,9 @@ class GeneralizedDiceLoss(_Loss):
             per_image=per_image,
             smooth=smooth,
             activation=activation,
+            weight_type=weight_type,
+            classes=classes,
+            reduction=reduction,
         )
 
     def forward(self, logits, label, keep_mask=None):
