@@ -11,7 +11,8 @@ import sys
 from numbers import Number
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
+from array_api_compat import device as _compat_device
 
 __all__ = [
     "Array",
@@ -43,6 +44,9 @@ def namespace_of(**arrays: Any) -> Any:
     """
     named = {k: v for k, v in arrays.items() if v is not None}
     first_name, first = next(iter(named.items()))
+    compiled = _compiled_torch_namespace(named.values())
+    if compiled is not None:
+        return compiled
     try:
         xp = array_namespace(*named.values())
     except TypeError as err:
@@ -60,6 +64,31 @@ def namespace_of(**arrays: Any) -> Any:
                     f"device {where}; move them to one device"
                 )
     return xp
+
+
+def device(x: Any) -> Any:
+    """The device of ``x`` (array-api-compat's ``device``, read straight off PyTorch
+    tensors, which ``torch.compile`` traces without array-api-compat's caches)."""
+    if _library(x) == "torch":
+        return x.device
+    return _compat_device(x)
+
+
+def _compiled_torch_namespace(arrays: Any) -> Any:
+    """array-api-compat's PyTorch namespace while ``torch.compile`` traces PyTorch
+    tensors, or None. Dynamo warns at each ``functools.lru_cache`` it traces through,
+    and array-api-compat finds namespaces with such caches; the namespace module is
+    imported already (an eager call, or the PyTorch adapter, imported it)."""
+    arrays = list(arrays)
+    if not all(_library(a) == "torch" for a in arrays):
+        return None
+    if not sys.modules["torch"].compiler.is_compiling():
+        return None
+    return sys.modules.get("array_api_compat.torch")
+
+
+def _library(x: Any) -> str:
+    return type(x).__module__.split(".")[0]
 
 
 def is_traced(x: Any) -> bool:

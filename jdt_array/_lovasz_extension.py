@@ -96,8 +96,8 @@ def jaccard_increments(xp: Any, sorted_fg: Array, dtype: Any) -> Array:
     empty or the prefix holds a miss), so the ratio never divides by zero.
     """
     total = xp.sum(sorted_fg, axis=-1, keepdims=True)
-    intersection = xp.astype(total - xp.cumulative_sum(sorted_fg, axis=-1), dtype)
-    union = xp.astype(total + xp.cumulative_sum(1 - sorted_fg, axis=-1), dtype)
+    intersection = xp.astype(total - _kernels.cumulative_sum(xp, sorted_fg, -1), dtype)
+    union = xp.astype(total + _kernels.cumulative_sum(xp, 1 - sorted_fg, -1), dtype)
     jaccard = 1.0 - intersection / union
     if jaccard.shape[-1] == 0:  # no pixels (a slice to -1 of nothing is no array API)
         return jaccard

@@ -15,10 +15,9 @@ The functions below are what the core calls, one per hot spot.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from array_api_compat import is_jax_namespace, is_numpy_namespace, is_torch_namespace
+from array_api_compat import is_jax_namespace, is_numpy_namespace
 
 from .generic import Array, Generic, Residual
 
@@ -27,6 +26,7 @@ __all__ = [
     "Residual",
     "argmax",
     "argsort_descending",
+    "cumulative_sum",
     "fused_statistics",
     "hard_statistics",
     "hard_statistics_vjp",
@@ -43,14 +43,23 @@ __all__ = [
 def kernels_for(xp: Any) -> Generic:
     """The kernel set of the array namespace ``xp`` (one instance per namespace and,
     for PyTorch, per value of ``JDT_ARRAY_TORCH_KERNEL``, read at every call)."""
-    if is_torch_namespace(xp):
+    # By name: array-api-compat's is_torch_namespace is an lru_cache, at which
+    # torch.compile warns.
+    if xp.__name__ in ("torch", "array_api_compat.torch"):
         from .torch_fused import torch_kernels
 
         return torch_kernels(xp)
-    return _kernel_set(xp)
+    found = _KERNEL_SETS.get(xp.__name__)
+    if found is None:
+        found = _KERNEL_SETS[xp.__name__] = _kernel_set(xp)
+    return found
 
 
-@functools.cache
+# One kernel set per namespace, by its module's name. A dict, not functools.cache:
+# torch.compile warns at every lru_cache it traces (and cannot key a dict by a module).
+_KERNEL_SETS: dict[str, Generic] = {}
+
+
 def _kernel_set(xp: Any) -> Generic:
     if is_numpy_namespace(xp):
         from .numpy import NumPyKernels
@@ -84,6 +93,11 @@ def fused_statistics(xp: Any, *args: Any) -> tuple[Array, ...] | None:
     """The JDT statistics (and cross-entropy sums) straight from the logits, or None
     where no fused kernel covers them; arguments as :meth:`Generic.fused_statistics`."""
     return kernels_for(xp).fused_statistics(*args)
+
+
+def cumulative_sum(xp: Any, x: Array, axis: int) -> Array:
+    """The cumulative sum of ``x`` along ``axis`` (the first element included)."""
+    return kernels_for(xp).cumulative_sum(x, axis)
 
 
 def argsort_descending(xp: Any, x: Array) -> Array:

@@ -162,7 +162,11 @@ class Generic:
                                     g_prob_card, g_diff_card)  # fmt: skip
         return self.softmax_vjp(prob, g, class_axis)
 
-    # -- sorting (the Lovasz losses) ------------------------------------------------
+    # -- sorting and running sums (the Lovasz losses) -------------------------------
+
+    def cumulative_sum(self, x: Array, axis: int) -> Array:
+        """The cumulative sum along ``axis``."""
+        return self.xp.cumulative_sum(x, axis=axis)
 
     def argsort_descending(self, x: Array) -> Array:
         """The stable descending order along the last axis (ties keep their order)."""

@@ -90,6 +90,11 @@ class TorchKernels(HardL1):
             counts.scatter_add_(1, code, counts.new_ones(()).expand(code.shape))
         return counts.reshape(b, num_classes + 1, num_classes + 1)
 
+    def cumulative_sum(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        # torch's own: array-api-compat's finds the namespace through an lru_cache,
+        # at which torch.compile warns.
+        return torch.cumsum(x, dim=axis)
+
     def value_range(self, values: torch.Tensor):
         return torch.aminmax(values)  # one pass; amin alone is slow on int64 CPU tensors
 

@@ -22,7 +22,6 @@ launches the second pass: nothing pixel-sized is saved between the passes.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -53,13 +52,17 @@ def kernel_choice() -> str:
 def torch_kernels(xp: Any) -> Generic:
     """The kernel set of PyTorch tensors for the current ``JDT_ARRAY_TORCH_KERNEL``."""
     choice = kernel_choice()
-    return _kernel_set(xp, "native" if choice == "auto" else choice)
+    key = (xp.__name__, "native" if choice == "auto" else choice)
+    found = _KERNEL_SETS.get(key)
+    if found is None:
+        kinds = {"triton": TritonKernels, "native": TorchKernels, "generic": Generic}
+        found = _KERNEL_SETS[key] = kinds[key[1]](xp)
+    return found
 
 
-@functools.cache
-def _kernel_set(xp: Any, choice: str) -> Generic:
-    kinds = {"triton": TritonKernels, "native": TorchKernels, "generic": Generic}
-    return kinds[choice](xp)
+# By namespace name and choice. A dict, not functools.cache: torch.compile warns at
+# every lru_cache it traces (and cannot key a dict by a module).
+_KERNEL_SETS: dict[tuple[str, str], Generic] = {}
 
 
 class TritonKernels(TorchKernels):

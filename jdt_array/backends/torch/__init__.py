@@ -5,6 +5,10 @@ and statistics synchronised over ``torch.distributed`` for data-parallel trainin
 ``metrics`` the evaluation over ``torch.distributed``; this package re-exports them.
 """
 
+# array-api-compat's PyTorch namespace, imported now so that torch.compile finds it
+# without tracing array-api-compat's caches (see jdt_array._array).
+import array_api_compat.torch  # noqa: F401
+
 from .functional import BACKWARDS, jdt_loss, replica_sum, value_and_grad
 from .metrics import gather_statistics, sync_metrics
 from .modules import (
