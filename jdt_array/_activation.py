@@ -25,10 +25,11 @@ classes that hold it. Whether the label was hard (integer or bool) still picks t
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 from . import _checks as checks
-from ._array import Array, compute_dtype, eager_any
+from ._array import Array, compute_dtype, eager_any, readable_on_host
 from ._pixels import class_mask, kept_pixels, not_ignored, soft_cardinalities_grad
 
 __all__ = [
@@ -147,6 +148,9 @@ class Softmax(Activation):
             )
         keep = kept_pixels(xp, label, ignore_index, keep_mask)
         return Labels(label, keep, hard=True, class_ids=True)
+
+    def check_input(self, xp, logits, keep, axis):
+        warn_if_probabilities(xp, logits, axis)
 
     def probabilities(self, xp, kernels, logits, axis, keep):
         dtype = compute_dtype(xp, logits.dtype)
@@ -302,6 +306,27 @@ def _check_binary_values(xp, label, keep, ignore_index):
             f"{message}; the label with shape {tuple(label.shape)} holds "
             f"{int(xp.sum(xp.astype(bad, xp.int64)))} other values (min "
             f"{int(xp.min(label))}, max {int(xp.max(label))})"
+        )
+
+
+def warn_if_probabilities(xp: Any, logits: Array, axis: int) -> None:
+    """Warn when the logits of the first image look like probabilities (all in
+    [0, 1], summing to 1 over the classes): the softmax would then be taken twice, a
+    silent loss of sharpness. Only where the values can be read without waiting for a
+    device, and only the first image (a fraction of the batch's cost)."""
+    if logits.shape[0] == 0 or logits.shape[axis] < 2 or not readable_on_host(logits):
+        return
+    first = logits[0:1, ...]
+    if not bool(xp.all((first >= 0) & (first <= 1))):
+        return
+    total = xp.sum(xp.astype(first, compute_dtype(xp, first.dtype)), axis=axis)
+    if bool(xp.all(xp.abs(total - 1.0) <= 1e-3)):
+        warnings.warn(
+            f"the logits of the first image lie in [0, 1] and sum to 1 over class axis "
+            f"{axis}: they look like probabilities, whose softmax would be taken again; "
+            f"pass activation=None for probabilities (or raw logits)",
+            UserWarning,
+            stacklevel=checks.caller_stacklevel(),
         )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "library_name",
     "namespace_of",
     "on_accelerator",
+    "readable_on_host",
     "zero_d",
 ]
 
@@ -142,6 +143,20 @@ def on_accelerator(x: Any) -> bool:
     if type(x).__module__.split(".")[0] != "torch":
         return False
     return x.device.type != "cpu"
+
+
+def readable_on_host(x: Any) -> bool:
+    """Whether reading values of ``x`` costs no wait for a device: NumPy and
+    array-api-strict arrays, PyTorch CPU tensors and JAX arrays on CPU, none of them
+    traced (CuPy arrays live on a GPU)."""
+    library = _library(x)
+    if is_traced(x) or library == "cupy":
+        return False
+    if library == "torch":
+        return x.device.type == "cpu"
+    if library in ("jax", "jaxlib"):
+        return all(d.platform == "cpu" for d in x.devices())
+    return True
 
 
 def zero_d(xp: Any, value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 from typing import Any
@@ -13,6 +14,17 @@ from ._array import eager_any, is_traced, on_accelerator
 from ._pixels import kept_pixels
 
 MODES = ("ALL", "PRESENT")
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` of a warning that names the first frame outside the package
+    (the user's call), wherever in the package it is raised."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        "jdt_array"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -161,25 +173,49 @@ def label_kind(xp: Any, logits: Any, label: Any, class_axis: int) -> bool:
     """Check the label against the logits; True for a hard (integer) label."""
     shape = tuple(logits.shape)
     hard_shape = shape[:class_axis] + shape[class_axis + 1 :]
+    got = tuple(label.shape)
     if xp.isdtype(label.dtype, "integral"):
-        if tuple(label.shape) != hard_shape:
+        if got != hard_shape:
             raise ValueError(
                 f"a hard (integer) label must have the shape of logits without the "
                 f"class axis: logits {shape} with class_axis={class_axis} needs label "
-                f"{hard_shape}, got {tuple(label.shape)}"
+                f"{hard_shape}, got {got}{_class_axis_hint(shape, got, class_axis)}"
             )
         return True
     if xp.isdtype(label.dtype, "real floating"):
-        if tuple(label.shape) != shape:
+        if got == hard_shape:
+            raise TypeError(
+                f"label has the shape of logits {shape} without the class axis, "
+                f"{got}, as class ids do, but a floating dtype {label.dtype}, which "
+                f"means per-class probabilities shaped like the logits: cast class ids "
+                f"to an integer dtype (label.long() in PyTorch, label.astype(int) in "
+                f"NumPy and JAX)"
+            )
+        if got != shape:
             raise ValueError(
                 f"a soft (floating) label must have the shape of logits {shape}, got "
-                f"{tuple(label.shape)}"
+                f"{got}{_class_axis_hint(shape, got, class_axis)}"
             )
         return False
     raise TypeError(
         f"label must be an integer array (hard label) or a floating array (soft "
         f"label), got dtype {label.dtype}"
     )
+
+
+def _class_axis_hint(shape: tuple, label_shape: tuple, class_axis: int) -> str:
+    """A hint when the label fits the logits with the other usual class axis."""
+    last = len(shape) - 1
+    for axis, value in ((last, -1), (1, 1)):
+        if axis == class_axis:
+            continue
+        if label_shape == shape[:axis] + shape[axis + 1 :]:
+            layout = "(B, ..., C)" if value == -1 else "(B, C, ...)"
+            return (
+                f"; the label fits logits with their classes on axis {value}: for "
+                f"{layout} logits pass class_axis={value}"
+            )
+    return ""
 
 
 def refuse_soft_label(xp: Any, label: Any, fn_name: str) -> None:

@@ -102,12 +102,12 @@ def test_pallas_float32_is_close_to_float64_reference(monkeypatch, soft):
 def test_pallas_statistics_equal_the_xla_statistics():
     """The (B, C) statistics themselves, hard and soft, with dropped pixels."""
     from jdt_array._cardinalities import statistics
-    from jdt_array.jdt import JDTOptions, prepare
+    from jdt_array._inputs import prepare, with_probabilities
 
     for soft in (False, True):
         logits, label, mask = _inputs((2, 7, 5, 4), 1, soft, 0.2, True, seed=3)
         z, y, keep = jnp.asarray(logits), jnp.asarray(label), jnp.asarray(mask)
-        inputs = prepare(z, y, keep, JDTOptions(ignore_index=IGNORE))
+        inputs = with_probabilities(prepare(z, y, keep, ignore_index=IGNORE))
         want = statistics(inputs)[0]
         got = jax.jit(jax_pallas.statistics, static_argnums=(3, 4))(
             z, y, inputs.keep, 1, not soft

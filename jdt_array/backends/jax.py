@@ -21,7 +21,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import jax
+try:
+    import jax
+except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "jdt_array.backends.jax needs JAX: pip install 'jdt-array[jax]' (for GPUs see "
+        "JAX's install guide)",
+        name=err.name,
+    ) from err
 
 from .._cardinalities import label_vjp, statistics, statistics_vjp
 from .._inputs import with_probabilities

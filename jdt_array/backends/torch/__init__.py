@@ -5,11 +5,20 @@ and statistics synchronised over ``torch.distributed`` for data-parallel trainin
 ``metrics`` the evaluation over ``torch.distributed``; this package re-exports them.
 """
 
+try:
+    import torch  # noqa: F401
+except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "jdt_array.backends.torch needs PyTorch: pip install 'jdt-array[torch]' (for "
+        "the CPU build see the README's 'CPU-only PyTorch')",
+        name=err.name,
+    ) from err
+
 # array-api-compat's PyTorch namespace, imported now so that torch.compile finds it
 # without tracing array-api-compat's caches (see jdt_array._array).
 import array_api_compat.torch  # noqa: F401
 
-from .functional import BACKWARDS, jdt_loss, replica_sum, value_and_grad
+from .functional import BACKWARDS
 from .metrics import gather_statistics, sync_metrics
 from .modules import (
     CEJDTLoss,

@@ -19,6 +19,30 @@ from ...named_losses import refuse_weights, weights_among
 from .functional import check_backward, check_sync, loss_with, replica_sum
 
 
+def _tensors_only(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """A forward pre-hook: every array argument must be a tensor (a NumPy or JAX array
+    would fail deep inside with an error about some attribute)."""
+    named = [*zip(module.argument_names, args, strict=False), *kwargs.items()]
+    for name, value in named:
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{type(module).__name__} is a torch.nn.Module and takes torch.Tensor "
+                f"arguments, but {name} is a {type(value).__module__}."
+                f"{type(value).__qualname__}; convert it with torch.as_tensor, or call "
+                f"the functional loss of jdt_array, which takes arrays of any library"
+            )
+
+
+class _TensorModule(torch.nn.Module):
+    """A loss module whose ``forward`` checks that its arguments are tensors."""
+
+    argument_names: tuple[str, ...] = ("logits", "label", "keep_mask")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_forward_pre_hook(_tensors_only, with_kwargs=True)
+
+
 def _buffer_of(weights: Any) -> torch.Tensor | None:
     """Class weights as a tensor for a buffer (so they follow the module's device)."""
     return None if weights is None else torch.as_tensor(weights)
@@ -28,7 +52,7 @@ def _on_device_of(weights: torch.Tensor | None, logits: torch.Tensor):
     return None if weights is None else weights.to(device=logits.device)
 
 
-class JDTLoss(torch.nn.Module):
+class JDTLoss(_TensorModule):
     """Drop-in replacement for the reference ``JDTLoss`` module (Wang et al. 2023).
 
     Same constructor and ``forward(logits, label, keep_mask=None)``; the options mean
@@ -119,7 +143,7 @@ class TverskyLoss(JDTLoss):
         super().__init__(alpha=alpha, beta=beta, **options)
 
 
-class _Loss(torch.nn.Module):
+class _Loss(_TensorModule):
     """A loss module: keyword options fixed at construction, arrays at ``forward``."""
 
     def __init__(self, **options: Any) -> None:
@@ -147,6 +171,8 @@ class KLDivLoss(_Loss):
 
     def __init__(self, *, temperature: float = 1.0, class_axis: int = 1) -> None:
         super().__init__(temperature=temperature, class_axis=class_axis)
+
+    argument_names = ("logits", "target_prob", "keep_mask")
 
     def forward(self, logits, target_prob, keep_mask=None):
         return kl_div(logits, target_prob, keep_mask=keep_mask, **self.options)
