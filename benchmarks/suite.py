@@ -170,6 +170,19 @@ def run_one_in_subprocess(path, case, size_name, shape, device, reps, timeout) -
     return {**record, **result}
 
 
+def run_one_here(path, case, size_name, shape, device, reps) -> dict:
+    """:func:`run_one_in_subprocess` in this process (``--quick``): no process start
+    and imports per measurement, but the peak memory is this process's, shared with
+    the earlier measurements (the smoke run checks that every path runs)."""
+    record = {"path": path, "case": case, "size": size_name, "shape": list(shape),
+              "device": device}  # fmt: skip
+    try:
+        result = measure(path, case, tuple(shape), device, reps)
+    except Exception as err:  # a failing path is a reported result, not a crash
+        return {**record, "error": f"{type(err).__name__}: {err}"}
+    return {**record, **result}
+
+
 def combine_processes(records: list[dict]) -> dict:
     """One result from the same measurement in several processes: the median of their
     medians and of their peak memory (each process's median is kept too)."""
@@ -244,7 +257,11 @@ def _parser(prog="python -m benchmarks.suite"):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--quick", action="store_true", help="one small size, 3 repetitions")
+    p.add_argument(
+        "--quick", action="store_true",
+        help="a smoke run: one small size, 3 repetitions, every measurement in this "
+        "process (no peak memory of its own)",
+    )  # fmt: skip
     p.add_argument("--sizes", nargs="+", help="size names to run (default: all)")
     p.add_argument("--cases", nargs="+", choices=list(CASES), help="default: all")
     p.add_argument("--paths", nargs="+", choices=list(PATHS), help="default: installed")
@@ -289,11 +306,13 @@ def main(argv=None, progress=None, prog="python -m benchmarks.suite") -> int:
                 progress(count, total, label)
             else:
                 print(f"[{count}/{total}] {label}", file=sys.stderr, flush=True)
-            runs[i].append(
-                run_one_in_subprocess(
+            if args.quick:
+                record = run_one_here(path, case, size, sizes[size], args.device, reps)
+            else:
+                record = run_one_in_subprocess(
                     path, case, size, sizes[size], args.device, reps, args.timeout
                 )
-            )
+            runs[i].append(record)
     results = [combine_processes(records) for records in runs]
     print(format_table(results))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ def test_keras_losses_and_metrics_work_natively_on_the_backend(backend):
     pytest.importorskip(backend)
     env = dict(
         os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+        ),
     )  # fmt: skip
     env.pop("JAX_ENABLE_X64", None)  # Keras' own float32 default, as users run it
     done = subprocess.run(

@@ -196,6 +196,24 @@ def check_binary_metrics_follow_the_binary_rules():
         close(metric.result(), want[f"mDice{level}"], f"binary mDice{level}")
 
 
+def check_every_keras_loss_of_the_table_takes_its_functions_options():
+    from _support.losses import KERAS_OWN, LOSSES, check_constructor
+
+    for entry in LOSSES:
+        if entry.keras_class is None:
+            continue
+        assert entry.keras_class in jk.__all__, entry.keras_class
+        cls = getattr(jk, entry.keras_class)
+        defaults = {"class_axis": -1, "classes": None}  # channels last; ids only
+        if entry.name == "lovasz_softmax_loss":
+            defaults = {"class_axis": -1}
+        # (reduction is Keras' own there: the per-image losses are not offered)
+        check_constructor(entry, cls, KERAS_OWN, defaults=defaults, absent=("reduction",))
+        assert (
+            keras.saving.get_registered_object(f"jdt_array>{entry.keras_class}") is cls
+        ), entry.keras_class
+
+
 def check_errors_name_what_to_do():
     z, y = inputs()
     try:

@@ -18,7 +18,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the environm
 # without tracing array-api-compat's caches (see jdt_array._array).
 import array_api_compat.torch  # noqa: F401
 
-from .functional import BACKWARDS
+from .functional import BACKWARDS, jdt_loss, replica_sum, value_and_grad
 from .metrics import gather_statistics, sync_metrics
 from .modules import (
     CEJDTLoss,
