@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
     before = trainer.validate(model, val, verbose=False)[0]
-    trainer.fit(model, train)
+    trainer.fit(model, train, val)  # validated after every epoch
     after = trainer.validate(model, val, verbose=False)[0]
 
     print(f"{'metric (%)':<10}{'before':>10}{'after':>10}")

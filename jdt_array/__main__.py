@@ -103,11 +103,14 @@ def _check(args) -> int:
     # float64 results need JAX's double precision, which must be chosen before import.
     os.environ.setdefault("JAX_ENABLE_X64", "1")
     from ._tools.check import as_dicts, format_report, run_checks
+    from ._tools.progress import show_progress
 
     libraries, unusable = _selected_libraries(args.backends)
     for problem in unusable:
         print(f"jdt-array check: not checked: {problem}", file=sys.stderr)
-    results = run_checks(libraries, args.dtypes, seed=args.seed, shape=args.shape)
+    results = run_checks(
+        libraries, args.dtypes, seed=args.seed, shape=args.shape, progress=show_progress
+    )
     if args.json:
         print(json.dumps(as_dicts(results), indent=1))
     elif results:

@@ -35,6 +35,13 @@ def test_check_passes_and_reports_every_backend(capsys):
     assert "torch" in out and "numpy" in out
 
 
+def test_check_reports_its_progress_on_stderr(capsys):
+    assert main(["check", "--backends", "numpy", "--dtypes", "float64"]) == 0
+    err = capsys.readouterr().err  # not a terminal: a line every tenth of the way
+    lines = [line for line in err.splitlines() if line.startswith("[")]
+    assert 5 <= len(lines) <= 11 and lines[-1].startswith("[") and "100 %" in lines[-1]
+
+
 def test_check_json(capsys):
     assert main(["check", "--backends", "numpy", "--json", "--seed", "3"]) == 0
     results = json.loads(capsys.readouterr().out)

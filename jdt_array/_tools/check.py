@@ -107,18 +107,27 @@ def run_checks(
     seed: int = 0,
     shape: Sequence[int] = (2, 5, 16, 16),
     cases: Sequence[Case] = CASES,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Result]:
-    """Run every case on every library (and dtype it supports) against NumPy float64."""
+    """Run every case on every library (and dtype it supports) against NumPy float64;
+    ``progress(done, total, text)`` after each run."""
     inputs = make_inputs(seed, shape)
     numpy = ArrayLibrary("numpy")
+    libraries = available_libraries() if libraries is None else libraries
+    runs = [(lib, dtype, jit) for lib in libraries
+            for dtype in dtypes if lib.supports(dtype)
+            for jit in ((False, True) if lib.can_jit else (False,))]  # fmt: skip
+    total, done = len(cases) * (len(runs) + 1), 0
     results = []
     for case in cases:
         expected = _run(case, numpy, "float64", inputs, jit=False)
-        for lib in available_libraries() if libraries is None else libraries:
-            for dtype in (d for d in dtypes if lib.supports(d)):
-                for jit in (False, True) if lib.can_jit else (False,):
-                    name = f"{lib.name}{' jit' if jit else ''}"
-                    results.append(_compare(case, lib, name, dtype, inputs, expected, jit))
+        done += 1
+        for lib, dtype, jit in runs:
+            name = f"{lib.name}{' jit' if jit else ''}"
+            results.append(_compare(case, lib, name, dtype, inputs, expected, jit))
+            done += 1
+            if progress:
+                progress(done, total, f"{case.name}: {name} {dtype}")
     return results
 
 
