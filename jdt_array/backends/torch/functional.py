@@ -16,6 +16,7 @@ import torch.distributed as dist
 from ..._array import in_torch_func
 from ..._cardinalities import label_vjp, statistics, statistics_vjp
 from ..._inputs import Prepared, with_probabilities
+from ..._kernels import torch_fused  # noqa: F401 (registers the jdt_array:: operators)
 from ..._kernels.torch import autograd_value_and_grad as value_and_grad
 from ...jdt import JDTOptions, loss_of, prepare_jdt, statistics_of
 
