@@ -1,4 +1,4 @@
-"""Boundary IoU counts on top of the region counts: time and peak memory, and the 3x target.
+"""Boundary IoU counts on top of the region counts: time, peak memory, the 3x target.
 
     python -m benchmarks.boundary                  # the target sizes on NumPy, PyTorch, JAX
     python -m benchmarks.boundary --shrink 4       # a smoke run: sides / 4, same batch
@@ -10,9 +10,10 @@ step, ``batch_statistics`` on integer predictions; with boundaries it also runs
 timed in one process, in interleaved rounds (the order swapped every round, so that a
 noisy machine slows both alike), and the table gives the medians, the ratio of the
 two and whether it meets the target: region + boundary at most 3x region. Peak extra
-memory is measured once per step: NumPy by tracemalloc, JAX by the compiled step's
-temporary buffers, PyTorch on CPU by the peak RSS growth of a fresh process, on a GPU
-by the allocator's peak.
+memory is measured once per step: for JAX the compiled step's temporary buffers
+(XLA's own account, which its CPU allocator hides from the process's resident
+memory); otherwise on CPU the growth of the resident memory over the step in a fresh
+process (Linux), on a GPU the allocator's peak.
 
 The inputs look like segmentation maps: cells of one class with wavy edges (a smooth
 random displacement per image), a prediction whose edges are displaced differently
@@ -80,15 +81,17 @@ def _warped(cells: np.ndarray, H: int, W: int, cell: int, rng) -> np.ndarray:
 @dataclass
 class Step:
     run: Callable[[], object]
-    memory: Callable[[], int | None]  # peak extra bytes, or None: measured elsewhere
+    # peak extra bytes measured in this process, or None: by a fresh process
+    memory: Callable[[], int] | None = None
 
 
-def make_step(library: str, variant: str, shape, device: str) -> Step:
+def make_step(library: str, variant: str, shape, device: str, maps=None) -> Step:
+    """One step on the maps of ``shape`` (made here unless given)."""
     from jdt_array.metrics import batch_statistics
     from jdt_array.metrics._boundary import boundary_counts, boundary_width
 
     C = shape[1]
-    label_np, pred_np = make_maps(shape)
+    label_np, pred_np = make_maps(shape) if maps is None else maps
     width = boundary_width(shape[2:])
 
     def region(xp, pred, label):
@@ -102,10 +105,7 @@ def make_step(library: str, variant: str, shape, device: str) -> Step:
     if library == "numpy":
         from array_api_compat import numpy as xp
 
-        def run():
-            return fn(xp, pred_np, label_np)
-
-        return Step(run, lambda: _tracemalloc_peak(run))
+        return Step(lambda: fn(xp, pred_np, label_np))
     if library == "torch":
         import torch
         from array_api_compat import torch as xp
@@ -118,7 +118,7 @@ def make_step(library: str, variant: str, shape, device: str) -> Step:
             sync()
             return out
 
-        return Step(run, lambda: _torch_peak(run) if device == "cuda" else None)
+        return Step(run, (lambda: _torch_peak(run)) if device == "cuda" else None)
     if library == "jax":
         import jax
         import jax.numpy as jnp
@@ -127,23 +127,13 @@ def make_step(library: str, variant: str, shape, device: str) -> Step:
         pred, label = (jax.device_put(jnp.asarray(a), where) for a in (pred_np, label_np))
         jitted = jax.jit(lambda p, y: fn(jnp, p, y))
 
-        def temp_bytes():
+        def temp_bytes():  # XLA's buffers for the step's temporaries
             analysis = jitted.lower(pred, label).compile().memory_analysis()
-            return None if analysis is None else int(analysis.temp_size_in_bytes)
+            return int(analysis.temp_size_in_bytes)
 
-        return Step(lambda: jax.block_until_ready(jitted(pred, label)), temp_bytes)
+        run = lambda: jax.block_until_ready(jitted(pred, label))  # noqa: E731
+        return Step(run, temp_bytes)
     raise ValueError(f"unknown library {library!r}")
-
-
-def _tracemalloc_peak(run) -> int:
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        run()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def _torch_peak(run) -> int:
@@ -157,22 +147,44 @@ def _torch_peak(run) -> int:
 
 
 def _rss_peak(library: str, variant: str, shape, device: str) -> int:
-    """The peak RSS growth of one step in a fresh process (its inputs made first)."""
-    cmd = [sys.executable, "-m", "benchmarks.boundary", "--one", library, variant,
-           ",".join(map(str, shape)), device]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=900)
+    """The peak growth of the resident memory over one step, in a fresh process.
+
+    glibc there hands every block of 64 KiB or more straight back to the system when
+    freed (``MALLOC_MMAP_THRESHOLD_``), so the resident memory follows the live arrays
+    of every library; the peak is reset (``/proc/self/clear_refs``) after a warm-up
+    step. The maps come from a file: making them would leave freed memory behind.
+    """
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/maps.npy"
+        np.save(path, np.stack(make_maps(shape)))
+        cmd = [sys.executable, "-m", "benchmarks.boundary", "--one", library, variant,
+               ",".join(map(str, shape)), device, path]  # fmt: skip
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                              timeout=900, env=env)  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
 
 
-def _one(library: str, variant: str, shape, device: str) -> None:
-    import resource
+def _one(library: str, variant: str, shape, device: str, path: str) -> None:
+    label, pred = np.load(path)
+    step = make_step(library, variant, shape, device, maps=(label, pred))
+    step.run()  # compile, warm caches
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident memory
+    before = _status_bytes("VmRSS")
+    step.run()
+    print(json.dumps({"peak_extra_bytes": max(_status_bytes("VmHWM") - before, 0)}))
 
-    step = make_step(library, variant, shape, device)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step.run()
-    step.run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    print(json.dumps({"peak_extra_bytes": max(peak, 0)}))
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def main(argv=None) -> int:
@@ -185,12 +197,17 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3, help="timed steps per round and step")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--torch-threads", type=int, help="torch.set_num_threads (CPU)")
-    p.add_argument("--one", nargs=4, metavar=("LIBRARY", "VARIANT", "SHAPE", "DEVICE"),
-                   help=argparse.SUPPRESS)  # fmt: skip
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="process CPU time, not wall (a busy machine)",
+    )
+    p.add_argument("--one", nargs=5, help=argparse.SUPPRESS,
+                   metavar=("LIBRARY", "VARIANT", "SHAPE", "DEVICE", "MAPS"))  # fmt: skip
     args = p.parse_args(argv)
     if args.one:
-        library, variant, shape, device = args.one
-        _one(library, variant, tuple(map(int, shape.split(","))), device)
+        library, variant, shape, device, path = args.one
+        _one(library, variant, tuple(map(int, shape.split(","))), device, path)
         return 0
     if args.torch_threads and "torch" in args.libraries:
         import torch
@@ -210,6 +227,7 @@ def main(argv=None) -> int:
                 step = make_step(library, variant, shape, args.device)
                 step.run()  # compile and warm caches
                 steps[name, library, variant] = step
+    clock = time.process_time if args.cpu_time else time.perf_counter
     times: dict = {key: [] for key in steps}
     for round_ in range(args.rounds):
         for name in shapes:
@@ -218,24 +236,26 @@ def main(argv=None) -> int:
                 for variant in order:
                     step = steps[name, library, variant]
                     for _ in range(args.reps):
-                        start = time.perf_counter()
+                        start = clock()
                         step.run()
-                        times[name, library, variant].append(time.perf_counter() - start)
+                        times[name, library, variant].append(clock() - start)
         print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
 
     memory = {}
     if not args.no_memory:
         for (name, library, variant), step in steps.items():
-            peak = step.memory()
-            if peak is None:
-                peak = _rss_peak(library, variant, shapes[name], args.device)
-            memory[name, library, variant] = peak
+            if step.memory is not None:
+                memory[name, library, variant] = step.memory()
+            else:
+                memory[name, library, variant] = _rss_peak(library, variant, shapes[name],
+                                                           args.device)  # fmt: skip
 
     from jdt_array.metrics._boundary import boundary_width
 
     print(
-        f"\ndevice {args.device}; median ms of {args.rounds} x {args.reps} steps (peak "
-        f"extra MB); target: region + boundary <= {TARGET:g} x region\n"
+        f"\ndevice {args.device}; median {'CPU' if args.cpu_time else 'wall'} ms of "
+        f"{args.rounds} x {args.reps} steps (peak extra MB); target: region + boundary "
+        f"<= {TARGET:g} x region\n"
     )
     print("| size (B, C, H, W), d | library | region | region + boundary | ratio | "
           "target |\n|---|---|---|---|---|---|")  # fmt: skip

@@ -150,19 +150,24 @@ def boundary_counts(
     mask). Since p's own id is c, that is: W(p) is *not uniform*, where uniform means
     inside the image with one id throughout; and p lies in no other class's band (a
     band lies inside its mask). So one flag per pixel, for all classes at once, gives
-    every band: the band of c is {p : id(p) = c, W(p) not uniform}. Uniformity comes
-    from cumulative sums, axis by axis from the last. Let U_k(p) say that the part of
-    W(p) over axes k .. N-1 (the other coordinates held at p's) is uniform, and
-    U_N(p) = true. Then U_k(p) holds iff (a) the window's range along axis k lies in
-    the image, (b) U_{k+1} holds at every point q of that range on the line through p
-    along axis k, and (c) the ids on that range are all equal: each slice of the
-    window through such a q is uniform with q's id, and (c) makes these ids one id;
-    the converse is immediate. (b) and (c) are "no flag in a window of the line": a
-    cumulative sum of the flags (not U_{k+1}, and "id differs from the previous one"),
-    differenced at the window's ends. That is a few passes per axis over arrays the
-    size of the map, whatever d is, and no loop over classes; the per-class counts
-    then come from the library's class-count hot spot on ids masked by the flags.
-    Only arrays shaped like the maps are made, never a (B, C, ...) array.
+    every band: the band of c is {p : id(p) = c, W(p) not uniform}. Uniformity is
+    found axis by axis from the last. Let U_k(p) say that the part of W(p) over axes
+    k .. N-1 (the other coordinates held at p's) is uniform, and U_N(p) = true. Then
+    U_k(p) holds iff (a) the window's range along axis k lies in the image, (b)
+    U_{k+1} holds at every point q of that range on the line through p along axis k,
+    and (c) the ids on that range are all equal: each slice of the window through
+    such a q is uniform with q's id, and (c) makes these ids one id; the converse is
+    immediate. (b) and (c) ask that no flag be set in a window of 2d + 1 pixels of
+    the line, the flags being "not U_{k+1}" and "the id differs from the previous
+    one" (the latter inside the window only). An OR over a window of L flags takes
+    ceil(log2 L) + 1 passes by doubling (ORs of windows of 1, 2, 4, ... flags), at
+    most 11 for windows up to 1024 flags (d <= 512), and beyond that one cumulative
+    sum differenced at the windows' ends (``xp.cumulative_sum``), which is O(1)
+    passes but much slower on CPU. So: a bounded number of passes per axis over
+    boolean arrays the size of the batch, whatever d is, and no loop over classes;
+    the per-class counts then come from the library's class-count hot spot on the ids
+    masked by the flags. Only arrays shaped like the maps are made, never a
+    (B, C, ...) array.
 
     Args:
         xp: the array namespace of the inputs.
