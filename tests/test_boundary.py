@@ -498,6 +498,26 @@ def test_property_counts_match_the_reference(case):
     np.testing.assert_array_equal(counts(*case), reference_counts(*case))
 
 
+def windows_not_uniform(ids, d):
+    """Per pixel: its window leaves the image or holds two ids (a loop per pixel)."""
+    out = np.zeros(ids.shape, dtype=bool)
+    for p in itertools.product(*map(range, ids.shape)):
+        b, spatial = p[0], p[1:]
+        inside = all(d <= j < n - d for j, n in zip(spatial, ids.shape[1:], strict=True))
+        window = (b, *(slice(j - d, j + d + 1) for j in spatial))
+        out[p] = not (inside and (ids[window] == ids[p]).all())
+    return out
+
+
+@PROPERTY
+@given(maps(max_classes=3))
+def test_property_pixel_flags_are_the_window_definition(case):
+    ids, _, _, C, d = case
+    ids = np.where(ids < 0, C, ids).astype(np.uint8)  # as the class maps: ids 0 .. C
+    got = _boundary._not_uniform(np_xp, ids, d)
+    np.testing.assert_array_equal(got, windows_not_uniform(ids, d))
+
+
 @PROPERTY
 @given(maps())
 def test_property_a_band_lies_inside_its_mask(case):

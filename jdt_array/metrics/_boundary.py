@@ -266,8 +266,8 @@ def _not_uniform(xp: Any, ids: Array, d: int) -> Array:
     flags = None  # not U_{k+1} at each flat position (exact away from the edges)
     for axis in range(len(shape) - 1, 0, -1):
         step = math.prod(shape[axis + 1 :])
-        # at position q: the id changes from q to q + step (t - 1 = q, in the notation
-        # above), or the window over the later axes at q + step is not uniform
+        # at position q: the id changes from q to q + step, or the window over the
+        # later axes at q + step is not uniform
         flag = flat[step:] != flat[: size - step]
         if flags is not None:
             flag = flag | flags[step:]
