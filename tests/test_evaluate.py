@@ -439,6 +439,15 @@ def test_a_bad_prediction_file_is_an_error_naming_it(tmp_path, capsys, case):
     assert "(--skip-bad skips and lists the pairs that cannot be evaluated)" in err
 
 
+def test_a_bad_file_in_a_worker_process_stops_the_run_naming_it(tmp_path, capsys):
+    folders = two_pngs(tmp_path)
+    save(tmp_path / "p" / "b.png", np.zeros((2, 2), np.uint8))
+    (tmp_path / "l" / "b.png").write_bytes(b"broken")
+    assert main(["evaluate", *folders, "--num-classes", "3", "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'l' / 'b.png'}: cannot be read" in err
+
+
 def test_a_label_id_that_is_no_class_nor_ignored_is_an_error(tmp_path, capsys):
     folders = two_pngs(tmp_path, label=np.array([[0, 1], [200, 255]], np.uint8))
     args = ["evaluate", *folders, "--num-classes", "3", "--workers", "1"]
