@@ -659,9 +659,16 @@ def test_a_local_dask_cluster_of_processes_gives_the_single_process_result(folde
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        shared = ev.evaluate(pairs[::-1], ids, scheduler=cluster.scheduler_address)
+        address = cluster.scheduler_address
+        shared = ev.evaluate(pairs[::-1], ids, scheduler=address)
+        (tmp_path / "l" / "img3.png").write_bytes(b"broken")
+        with pytest.raises(ev.EvaluationError, match=r"img3\.png: cannot be read"):
+            ev.evaluate(pairs, ids, scheduler=address)
+        skipped = ev.evaluate(pairs, ids, skip_bad=True, scheduler=address)
     assert shared.metrics == alone.metrics
     assert [i.scores for i in shared.images] == [i.scores for i in alone.images]
+    assert [i.pair.name for i in skipped.images] == ["img0", "img1", "img2", "img4"]
+    assert len(skipped.skipped) == 1 and "img3.png: cannot be read" in skipped.skipped[0]
 
 
 # -- the command -----------------------------------------------------------------------

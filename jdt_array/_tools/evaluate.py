@@ -571,5 +571,7 @@ def _class_names(args: argparse.Namespace) -> list[str]:
 
 def _options(args: argparse.Namespace, class_names: Sequence[str]) -> dict[str, Any]:
     options = {key: value for key, value in vars(args).items() if key != "command"}
+    if args.scheduler is None:
+        options["workers"] = args.workers or _cpu_count()  # what ran, not None
     options["class_names"] = list(class_names)
     return options

@@ -203,9 +203,12 @@ def read_ids(path: str | os.PathLike) -> np.ndarray:
             raise LabelFileError(
                 f"{path}: unknown format; label maps are {', '.join(FORMATS)}"
             )
-    except LabelFileError:
+    except (LabelFileError, MemoryError):
         raise
-    except Exception as error:  # what each reader raises for a broken file differs
+    # A broken file raises one of a dozen types across Pillow, NumPy, zipfile, gzip and
+    # nibabel (OSError, ValueError, EOFError, SyntaxError, BadZipFile, ImageFileError,
+    # ...): all of them mean that this file cannot be read.
+    except Exception as error:
         raise LabelFileError(f"{path}: cannot be read ({error})") from error
     if ids.ndim not in (2, 3):
         raise LabelFileError(
