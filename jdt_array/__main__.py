@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._tools.arguments import at_least
 from ._tools.libraries import INSTALL_HINTS, LIBRARIES, ArrayLibrary
 
 COMMANDS = ("check", "demo", "bench", "evaluate")
@@ -18,6 +19,7 @@ DTYPES = ("float64", "float32", "float16", "bfloat16")
 # The checkout this package was imported from, where benchmarks/ lives; an installed
 # wheel has no benchmarks.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_seed = at_least(0)  # a random seed: NumPy takes non-negative integers only
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         bench_help = "the benchmark suite: only in a source checkout, not in this install"
     sub.add_parser("bench", add_help=False, help=bench_help)
 
-    from ._tools.evaluate import add_arguments as evaluate_arguments
+    from ._tools.evaluate_command import add_arguments as evaluate_arguments
 
     evaluate_arguments(
         sub.add_parser(
@@ -75,17 +77,6 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     return parser
-
-
-def _seed(text: str) -> int:
-    """A random seed: NumPy takes non-negative integers only."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {seed}")
-    return seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args)
     if args.command == "evaluate":
-        from ._tools.evaluate import run as evaluate
+        from ._tools.evaluate_command import run as evaluate
 
         return evaluate(args)
     return _check(args)

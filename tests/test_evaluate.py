@@ -4,6 +4,7 @@ the same result on any number of workers, threads, processes or a Dask cluster."
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import subprocess
@@ -15,14 +16,9 @@ import pytest
 
 from jdt_array.__main__ import main
 from jdt_array._tools import evaluate as ev
-from jdt_array._tools.label_files import (
-    IdTable,
-    LabelFileError,
-    find_pairs,
-    load_id_map,
-    lookup,
-    read_ids,
-)
+from jdt_array._tools.evaluate_command import add_arguments
+from jdt_array._tools.label_files import LabelFileError, find_pairs, read_ids
+from jdt_array._tools.label_ids import IdTable, load_id_map, lookup
 from jdt_array.metrics import FineGrainedMetrics
 
 Image = pytest.importorskip("PIL.Image")
@@ -692,8 +688,8 @@ def test_the_help_lists_every_option_and_rules_out_probability_maps(capsys):
         main(["evaluate", "--help"])
     assert err.value.code == 0
     text = capsys.readouterr().out
-    parser = ev.argparse.ArgumentParser()
-    ev.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
     options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     assert set(options) == {
         "--help", "--num-classes", "--ignore-index", "--id-map", "--class-names",
