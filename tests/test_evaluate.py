@@ -511,6 +511,20 @@ def test_an_image_without_labelled_pixels_is_listed_but_not_scored(tmp_path):
     assert got["metrics"]["Acc"] == 50.0  # b counts nowhere
 
 
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [("PIL.Image", "reading label maps needs Pillow"), ("dask", "needs Dask")],
+)
+def test_a_missing_package_says_how_to_install_it(tmp_path, capsys, monkeypatch, module,
+                                                  message):  # fmt: skip
+    folders = two_pngs(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    args = ["evaluate", *folders, "--num-classes", "3", "--workers", "1"]
+    assert main([*args, "--skip-bad"]) == 1  # not a bad file to skip
+    err = capsys.readouterr().err
+    assert message in err and 'pip install "jdt-array[evaluate]"' in err
+
+
 def test_no_labelled_pixel_at_all_is_an_error(tmp_path, capsys):
     folders = two_pngs(tmp_path, label=np.full((2, 2), 255, np.uint8))
     args = ["evaluate", *folders, "--num-classes", "3", "--ignore-index", "255"]
@@ -607,6 +621,16 @@ def test_per_class_scores_are_the_cores_with_the_class_names(folder, capsys):
     with (tmp_path / "tables" / "per_class.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [row["class"] for row in rows] == ["sky", "road", "car"]
+
+
+def test_an_unwritable_report_is_an_error_after_the_table(folder, capsys):
+    tmp_path, _ = folder
+    (tmp_path / "file").write_text("")
+    args = ["evaluate", str(tmp_path / "p"), str(tmp_path / "l"), "--num-classes", "3",
+            "--ignore-index", "255", "--workers", "1"]  # fmt: skip
+    assert main([*args, "--json", str(tmp_path / "file" / "out.json")]) == 1
+    out, err = capsys.readouterr()
+    assert "| mIoUD |" in out and "error: cannot write a report" in err
 
 
 def test_class_names_must_name_every_class(folder, capsys):

@@ -202,6 +202,7 @@ def per_class_scores(metric: FineGrainedMetrics) -> dict[str, list[float]] | Non
 
 
 def listing(problems: Sequence[str], what: str) -> str:
+    """``problems`` counted under the headline ``what``, the first ten listed."""
     shown = "\n  ".join(problems[:_SHOWN_PROBLEMS])
     more = len(problems) - _SHOWN_PROBLEMS
     tail = f"\n  ... and {more} more" if more > 0 else ""
@@ -209,8 +210,13 @@ def listing(problems: Sequence[str], what: str) -> str:
 
 
 def _map_locally(pairs, ids, skip_bad, workers, threads, progress) -> list[ImageResult]:
-    import dask
-    from dask.callbacks import Callback
+    try:
+        import dask
+        from dask.callbacks import Callback
+    except ImportError as error:
+        raise EvaluationError(
+            'jdt-array evaluate needs Dask: pip install "jdt-array[evaluate]"'
+        ) from error
 
     task = dask.delayed(evaluate_pair, pure=False)
     tasks = [task(pair, ids, skip_bad=skip_bad) for pair in pairs]

@@ -153,10 +153,19 @@ def run(args: argparse.Namespace, *, progress: Progress = show_progress) -> int:
             workers=args.workers or _cpu_count(), threads=args.threads,
             scheduler=args.scheduler, progress=progress,
         )  # fmt: skip
-    except (LabelFileError, EvaluationError) as error:
+    except (LabelFileError, EvaluationError, ImportError) as error:
         print(f"jdt-array evaluate: error: {error}", file=sys.stderr)
         return 1
     print(markdown(result, class_names, args.worst))
+    try:
+        _write_files(args, result, class_names)
+    except OSError as error:
+        print(f"jdt-array evaluate: error: cannot write a report: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_files(args: argparse.Namespace, result, class_names: Sequence[str]) -> None:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +173,6 @@ def run(args: argparse.Namespace, *, progress: Progress = show_progress) -> int:
         path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     if args.csv:
         write_csv(Path(args.csv), result, class_names)
-    return 0
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:

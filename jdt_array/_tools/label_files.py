@@ -10,6 +10,7 @@ clamping). What the ids mean is :mod:`.label_ids`' business.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def read_ids(path: str | os.PathLike) -> np.ndarray:
             raise LabelFileError(
                 f"{path}: unknown format; label maps are {', '.join(FORMATS)}"
             )
-    except (LabelFileError, MemoryError):
+    except (LabelFileError, MemoryError, ImportError):
         raise
     # A broken file raises one of a dozen types across Pillow, NumPy, zipfile, gzip and
     # nibabel (OSError, ValueError, EOFError, SyntaxError, BadZipFile, ImageFileError,
@@ -200,7 +201,7 @@ def read_ids(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    Image = _optional("PIL.Image", "Pillow")
 
     with Image.open(path) as image:
         if getattr(image, "n_frames", 1) > 1:
@@ -236,7 +237,7 @@ def _read_array(path: Path) -> np.ndarray:
 
 
 def _read_volume(path: Path) -> np.ndarray:
-    import nibabel
+    nibabel = _optional("nibabel", "nibabel")
 
     data = np.asanyarray(nibabel.load(path).dataobj)
     while data.ndim > 3 and data.shape[-1] == 1:  # NIfTI pads volumes to (X, Y, Z, 1)
@@ -246,6 +247,17 @@ def _read_volume(path: Path) -> np.ndarray:
             f"{path}: a volume of shape {data.shape}; a label map has one channel"
         )
     return data
+
+
+def _optional(module: str, package: str):
+    """An import of the ``evaluate`` extra, or an ImportError saying how to install it
+    (not an unreadable file: a missing package is not a file's fault)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f'reading label maps needs {package}: pip install "jdt-array[evaluate]"'
+        ) from error
 
 
 def _integer_ids(path: Path, ids: np.ndarray) -> np.ndarray:
