@@ -1,4 +1,5 @@
-"""``jdt-array`` / ``python -m jdt_array``: consistency report, demo and benchmarks."""
+"""``jdt-array`` / ``python -m jdt_array``: consistency report, demo, benchmarks and the
+evaluation of a folder of predictions."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._tools.arguments import at_least
 from ._tools.libraries import INSTALL_HINTS, LIBRARIES, ArrayLibrary
 
-COMMANDS = ("check", "demo", "bench")
+COMMANDS = ("check", "demo", "bench", "evaluate")
 BACKENDS = tuple(dict.fromkeys(lib.module for lib in LIBRARIES))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 # The checkout this package was imported from, where benchmarks/ lives; an installed
 # wheel has no benchmarks.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_seed = at_least(0)  # a random seed: NumPy takes non-negative integers only
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,10 +28,11 @@ def _parser() -> argparse.ArgumentParser:
         description="jdt-array: Jaccard, Dice and Tversky losses for soft labels on every "
         "array library. 'check' (the default) compares every installed library and device "
         "with NumPy float64; 'demo' trains a small network with CE and with CE + JDT and "
-        "compares their fine-grained mIoU; 'bench' runs the benchmark suite.",
+        "compares their fine-grained mIoU; 'bench' runs the benchmark suite; 'evaluate' "
+        "computes the fine-grained metrics of a folder of predicted label maps.",
     )
     parser.add_argument("--version", action="version", version=f"jdt-array {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{check,demo,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,demo,bench,evaluate}")
     check = sub.add_parser("check", help="cross-backend consistency report (default)")
     check.add_argument(
         "--backends", nargs="+", choices=BACKENDS, metavar="NAME",
@@ -62,18 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     else:
         bench_help = "the benchmark suite: only in a source checkout, not in this install"
     sub.add_parser("bench", add_help=False, help=bench_help)
+
+    from ._tools.evaluate_command import add_arguments as evaluate_arguments
+
+    evaluate_arguments(
+        sub.add_parser(
+            "evaluate",
+            help="fine-grained metrics of a folder of predicted label maps against "
+            "the ground truth; 'jdt-array evaluate --help' lists its options",
+        )
+    )
     return parser
-
-
-def _seed(text: str) -> int:
-    """A random seed: NumPy takes non-negative integers only."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {seed}")
-    return seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "evaluate":
+        from ._tools.evaluate_command import run as evaluate
+
+        return evaluate(args)
     return _check(args)
 
 
