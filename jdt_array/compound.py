@@ -64,7 +64,7 @@ def ce_jdt_loss(
         ignore_index, keep_mask, class_axis: passed to both losses.
         activation: as in :func:`jdt_array.jdt_loss`; with ``"sigmoid"`` the
             cross-entropy is the binary one of every class (see
-            :func:`jdt_array.cross_entropy.activated_cross_entropy`).
+            ``jdt_array.cross_entropy.activated_cross_entropy``).
         **jdt_options: every other option of :func:`jdt_array.jdt_loss` (e.g.
             ``alpha``, ``beta``, ``mIoUI``, ``gamma`` -- the JDT focal exponent, not
             the cross-entropy's).

@@ -107,6 +107,7 @@ class FineGrainedMetrics(torchmetrics.Metric):
         return _CoreMetrics(self.num_classes, **self._arguments)
 
     def update(self, prob_or_pred: torch.Tensor, label: torch.Tensor) -> None:
+        """Add a batch: probabilities (classes on ``class_axis``) or class ids."""
         core = self._core()
         stats = core.statistics(prob_or_pred.detach(), label, class_axis=self.class_axis)
         if self._arguments["eager_checks"]:
@@ -119,6 +120,7 @@ class FineGrainedMetrics(torchmetrics.Metric):
             self.sce_gap += stats.sce_gap.to(torch.float64)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """The metrics of the core ``FineGrainedMetrics.compute``, as tensors."""
         core = self._core()
         fields = {name: self._gathered(name) for name in _PER_IMAGE}
         if self._arguments["calibration"]:

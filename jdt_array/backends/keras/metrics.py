@@ -80,6 +80,7 @@ class FineGrainedMetric(keras.metrics.Metric):
         self.class_count = self.add_variable(name="class_count", **vector)
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Add a batch: ``y_true`` the labels, ``y_pred`` the logits or probabilities."""
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} takes no sample_weight")
         ops = keras.ops
@@ -109,6 +110,7 @@ class FineGrainedMetric(keras.metrics.Metric):
         )
 
     def result(self) -> Any:
+        """The metric over every batch since the last reset, in percent."""
         ops = keras.ops
         if self.level == "D":
             scores, occurs = _pair_scores(
@@ -126,6 +128,7 @@ class FineGrainedMetric(keras.metrics.Metric):
         return 100.0 * value
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for saving the metric with a model."""
         return {
             "num_classes": self.num_classes, "score": self.score, "level": self.level,
             "ignore_index": self.ignore_index, "binary": self.binary,
@@ -185,6 +188,7 @@ class _OneScore(FineGrainedMetric):
         )  # fmt: skip
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for saving the metric with a model."""
         config = super().get_config()
         del config["score"]  # the class fixes it
         return config

@@ -81,6 +81,7 @@ class JDTLoss(torch.nn.Module):
         label: torch.Tensor,
         keep_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         sync_stats, group = self.sync["sync_stats"], self.sync["process_group"]
         return loss_with(
             logits, label, self.options, keep_mask=keep_mask,
@@ -136,6 +137,7 @@ class CrossEntropyLoss(_Loss):
         super().__init__(ignore_index=ignore_index, class_axis=class_axis, gamma=gamma)
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return cross_entropy(logits, label, keep_mask=keep_mask, **self.options)
 
 
@@ -146,6 +148,7 @@ class KLDivLoss(_Loss):
         super().__init__(temperature=temperature, class_axis=class_axis)
 
     def forward(self, logits, target_prob, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return kl_div(logits, target_prob, keep_mask=keep_mask, **self.options)
 
 
@@ -168,6 +171,7 @@ class CEJDTLoss(_Loss):
         self.register_buffer("class_weights", _buffer_of(class_weights))
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         weights = _on_device_of(self.class_weights, logits)
         return ce_jdt_loss(
             logits, label, keep_mask=keep_mask, class_weights=weights, **self.options
@@ -195,6 +199,7 @@ class GeneralizedDiceLoss(_Loss):
         )
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return generalized_dice_loss(logits, label, keep_mask=keep_mask, **self.options)
 
 
@@ -253,6 +258,7 @@ class LovaszSoftmaxLoss(_SyncedLoss):
         )
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return lovasz_softmax_loss(
             logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
         )
@@ -281,6 +287,7 @@ class LovaszHingeLoss(_SyncedLoss):
         )
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return lovasz_hinge_loss(
             logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
         )
