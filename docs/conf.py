@@ -38,6 +38,16 @@ author = "The jdt-array authors"
 copyright = "the jdt-array authors (MIT License)"
 release = version = jdt_array.__version__
 REPOSITORY = "https://github.com/jdt-array/jdt-array"
+# The modules of the API reference (docs/api/index.rst lists the same ones).
+PUBLIC_MODULES = (
+    "jdt_array",
+    "jdt_array.metrics",
+    "jdt_array.soft_labels",
+    "jdt_array.backends.torch",
+    "jdt_array.backends.jax",
+    "jdt_array.backends.keras",
+    "jdt_array.backends.torchmetrics",
+)
 
 extensions = [
     "sphinx.ext.autodoc",
@@ -60,6 +70,10 @@ nitpicky = True
 autosummary_generate = True
 autosummary_ignore_module_all = False  # a module's pages are the names in its __all__
 autosummary_imported_members = True  # the package re-exports names from submodules
+# The module template lists a module's constants (names of __all__ that are neither
+# functions, classes nor documented modules) itself: autosummary finds only those
+# with a doc comment in the module's own source.
+autosummary_context = {"documented_modules": PUBLIC_MODULES}
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "signature"
 # A method's page shows its own docstring, not the framework's (torch.nn.Module.forward).
@@ -152,25 +166,44 @@ intersphinx_timeout = 5
 # -- Checks and conventions of the API reference ----------------------------------
 logger = logging.getLogger("jdt_array.docs")
 DOCUMENTED_KINDS = {"function", "class", "method", "property", "module", "data"}
-PUBLIC_MODULES = (
-    "jdt_array",
-    "jdt_array.metrics",
-    "jdt_array.soft_labels",
-    "jdt_array.backends.torch",
-    "jdt_array.backends.jax",
-    "jdt_array.backends.keras",
-    "jdt_array.backends.torchmetrics",
-)
 
 
 # Filled when the build starts (the frameworks are imported by then anyway).
 _NAMES: dict[str, dict] = {}
 
 
+def reexported_constant_docs(app, what, name, obj, options, lines) -> None:
+    """A constant re-exported by a package (``backends.torch.BACKWARDS``) has its
+    ``#:`` doc comment in the submodule that assigns it: use that one."""
+    if what != "data" or _says_something(obj, lines):
+        return
+    from sphinx.pycode import ModuleAnalyzer
+
+    package, _, attribute = name.rpartition(".")
+    lines.clear()  # not the docstring of the constant's type (tuple, str)
+    for module_name, module in sorted(sys.modules.items()):
+        defines = getattr(module, attribute, None) is obj
+        if module_name.startswith(f"{package}.") and defines:
+            docs = ModuleAnalyzer.for_module(module_name).find_attr_docs()
+            if ("", attribute) in docs:
+                lines.extend(docs["", attribute])
+                return
+
+
+def _says_something(obj, lines) -> bool:
+    """Whether ``lines`` document ``obj`` itself: not empty, and for a constant not
+    the docstring of its type, which autodoc shows when the constant has none."""
+    text = " ".join(" ".join(lines).split())
+    type_doc = " ".join((type(obj).__doc__ or "").split())
+    return bool(text) and not (type_doc and text == type_doc)
+
+
 def require_docstrings(app, what, name, obj, options, lines) -> None:
     """A public object rendered without a docstring is a build warning (an error
     under -W): every public name must say what it does."""
-    if what in DOCUMENTED_KINDS and not any(line.strip() for line in lines):
+    if what in DOCUMENTED_KINDS and not (
+        _says_something(obj, lines) if what == "data" else any(map(str.strip, lines))
+    ):
         logger.warning("%s %s has no docstring", what, name, type="jdt_array")
 
 
@@ -317,6 +350,7 @@ def link_repository_files(app, docname, source) -> None:
 def setup(app) -> None:
     _NAMES["documented"] = _documented_names()
     _NAMES["aliases"] = _framework_aliases()
+    app.connect("autodoc-process-docstring", reexported_constant_docs)
     app.connect("autodoc-process-docstring", require_docstrings)
     app.connect("autodoc-process-docstring", escape_starred_names)
     app.connect("autodoc-process-bases", public_bases)

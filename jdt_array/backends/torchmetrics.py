@@ -9,9 +9,15 @@ gathering, and ``compute()`` hands the gathered images to
 :class:`jdt_array.metrics.FineGrainedMetrics`, so the values are those of one process on
 the whole data.
 
-Example::
+Examples:
+    >>> import torch
+    >>> from jdt_array.backends.torchmetrics import FineGrainedMetrics
+    >>> metric = FineGrainedMetrics(3, ignore_index=255)
+    >>> metric.update(torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[0, 1], [2, 1]]]))
+    >>> round(metric.compute()["mIoUD"].item(), 2)  # classes 0, 1, 2: IoU 1, 0.5, 0.5
+    66.67
 
-    from jdt_array.backends.torchmetrics import FineGrainedMetrics
+In a ``LightningModule``::
 
     class Segmenter(lightning.LightningModule):
         def __init__(self):

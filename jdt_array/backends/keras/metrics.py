@@ -43,9 +43,14 @@ class FineGrainedMetric(keras.metrics.Metric):
     Counts are accumulated in the metric's float dtype (float32: exact up to 2^24
     pixels per class, within 1e-7 relative after that).
 
-    Example::
-
-        model.compile(..., metrics=[FineGrainedMeanIoU(19, level="C", ignore_index=255)])
+    Examples:
+        >>> import numpy as np
+        >>> from jdt_array.backends.keras import FineGrainedMeanIoU
+        >>> metric = FineGrainedMeanIoU(3, level="C", ignore_index=255)
+        >>> pred = np.array([[[0, 1], [2, 2]]])  # class ids (B, H, W), or logits
+        >>> metric.update_state(np.array([[[0, 1], [2, 1]]]), pred)
+        >>> round(float(metric.result()), 2)  # classes 0, 1, 2: IoU 1, 0.5, 0.5
+        66.67
     """
 
     def __init__(
@@ -197,9 +202,8 @@ class _OneScore(FineGrainedMetric):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FineGrainedMeanIoU(_OneScore):
     """mIoUD, mIoUI or mIoUC (``level``) as a Keras metric, in percent; see
-    :class:`FineGrainedMetric`. Example::
-
-        metrics=[FineGrainedMeanIoU(19, level="I", ignore_index=255)]
+    :class:`FineGrainedMetric`, e.g. in
+    ``model.compile(..., metrics=[FineGrainedMeanIoU(19, level="I")])``.
     """
 
     _score = "IoU"
