@@ -31,6 +31,9 @@ SITE_PAGES = [
     and "generated" not in p.parts
 ]
 DOCUMENTS = sorted([ROOT / "README.md", ROOT / "examples" / "README.md", *SITE_PAGES])
+# Pages whose snippets compile JAX training steps or fit a Keras model (20-40 s on a
+# shared 2-core CPU): in the slow part of the suite, which CI runs.
+SLOW_DOCUMENTS = {ROOT / "docs" / "guide" / "jax.md", ROOT / "docs" / "guide" / "keras.md"}
 GUIDE = ROOT / "docs" / "choosing-a-loss.md"
 
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -114,7 +117,14 @@ def run_in_own_process(path: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=[pytest.mark.slow] if p in SLOW_DOCUMENTS else [])
+        for p in DOCUMENTS
+    ],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_snippets_run(path, capsys):
     if imports_keras(path):
         if importlib.util.find_spec("keras") is None:  # not imported: see the docstring

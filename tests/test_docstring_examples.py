@@ -50,29 +50,36 @@ def test_the_package_has_docstring_examples_to_run():
     assert any("keras" in name for name in WITH_EXAMPLES)
 
 
-@pytest.mark.parametrize("name", WITH_EXAMPLES)
+KERAS = [name for name in WITH_EXAMPLES if ".keras" in name]
+
+
+@pytest.mark.parametrize("name", [n for n in WITH_EXAMPLES if n not in KERAS])
 def test_docstring_examples_run(name):
-    if ".keras" in name:
-        if importlib.util.find_spec("keras") is None:  # not imported: see the docstring
-            pytest.skip("keras is not installed")
-        env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-        env.pop("JAX_ENABLE_X64", None)  # Keras' own float32 default, as users run it
-        script = (
-            "import doctest, importlib, sys; "
-            f"r = doctest.testmod(importlib.import_module({name!r}), optionflags={FLAGS}); "
-            "print('attempted', r.attempted); sys.exit(1 if r.failed else 0)"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
-            text=True, timeout=600, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-        assert "attempted 0" not in done.stdout
-        return
     results = run_doctests(name)
     assert results.failed == 0, f"{results.failed} docstring example(s) of {name} failed"
     assert results.attempted > 0
+
+
+@pytest.mark.slow  # imports Keras and fits a model: about 15 s on a shared 2-core CPU
+def test_keras_docstring_examples_run():
+    if importlib.util.find_spec("keras") is None:  # not imported: see the docstring
+        pytest.skip("keras is not installed")
+    assert KERAS
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.pop("JAX_ENABLE_X64", None)  # Keras' own float32 default, as users run it
+    script = (
+        "import doctest, importlib, sys\n"
+        f"for name in {KERAS!r}:\n"
+        f"    r = doctest.testmod(importlib.import_module(name), optionflags={FLAGS})\n"
+        "    print(name, 'attempted', r.attempted, 'failed', r.failed)\n"
+        "    if r.failed or not r.attempted: sys.exit(1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
