@@ -20,9 +20,7 @@ def caller_stacklevel() -> int:
     """The ``stacklevel`` of a warning that names the first frame outside the package
     (the user's call), wherever in the package it is raised."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(
-        "jdt_array"
-    ):
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("jdt_array"):
         frame, level = frame.f_back, level + 1
     return level
 

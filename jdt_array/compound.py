@@ -69,7 +69,7 @@ def ce_jdt_loss(
         ignore_index, keep_mask, class_axis: passed to both losses.
         activation: as in :func:`jdt_array.jdt_loss`; with ``"sigmoid"`` the
             cross-entropy is the binary one of every class (see
-            :func:`jdt_array.cross_entropy.activated_cross_entropy`).
+            ``jdt_array.cross_entropy.activated_cross_entropy``).
         **jdt_options: every other option of :func:`jdt_array.jdt_loss` (e.g.
             ``alpha``, ``beta``, ``mIoUI``, ``gamma`` -- the JDT focal exponent, not
             the cross-entropy's).
@@ -194,9 +194,15 @@ def generalized_dice_loss(
             ``per_image`` not a bool, an unknown ``weight_type``, ``reduction="none"``
             without ``per_image``.
 
-    Example::
-
-        loss = generalized_dice_loss(logits, label, weight_type="simple", classes=[1, 2])
+    Examples:
+        >>> import numpy as np
+        >>> from jdt_array import generalized_dice_loss
+        >>> logits = np.zeros((1, 3, 2, 2))  # (B, C, H, W): every probability 1/3
+        >>> label = np.array([[[0, 1], [2, 1]]])
+        >>> loss = generalized_dice_loss(logits, label, weight_type="simple",
+        ...                              classes=[1, 2], smooth=0.0)  # no background
+        >>> round(float(loss), 4)
+        0.6667
     """
     return _generalized_dice(
         logits, label, keep_mask, ignore_index, class_axis, per_image, smooth, activation,

@@ -305,9 +305,13 @@ def activated_cross_entropy(
       channel, and :math:`-\sum_c y_c \log x_c` averaged over the kept pixels for
       more; 0 log 0 = 0, and a probability 0 where the label is not gives +inf.
 
-    Example::
-
-        loss = activated_cross_entropy(logits, mask, activation="sigmoid")
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.zeros((1, 1, 2, 2))  # sigmoid(0) = 0.5 everywhere
+        >>> mask = np.array([[[1, 0], [0, 1]]])
+        >>> loss = activated_cross_entropy(logits, mask, activation="sigmoid")
+        >>> round(float(loss), 4)  # log 2
+        0.6931
     """
     inputs = prepare(
         logits, label, keep_mask, class_axis=class_axis, ignore_index=ignore_index,

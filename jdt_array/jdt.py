@@ -216,10 +216,16 @@ def jdt_loss(
         float64 logits and float32 otherwise (with ``reduction="none"``, the (B, C)
         losses). With ``reduce``, the global-batch loss.
 
-    Example::
-
-        loss = jdt_loss(logits, label, ignore_index=255, mIoUI=1.0)
-        per_image = jdt_loss(logits, label, mIoUD=0.0, mIoUI=1.0, reduction="none")
+    Examples:
+        >>> import numpy as np
+        >>> from jdt_array import jdt_loss
+        >>> logits = np.zeros((1, 3, 2, 2))  # (B, C, H, W): every probability 1/3
+        >>> label = np.array([[[0, 1], [2, 1]]])  # (B, H, W) class ids
+        >>> round(float(jdt_loss(logits, label, smooth=0.0)), 4)
+        0.8056
+        >>> jdt_loss(logits, label, mIoUD=0.0, mIoUI=1.0, smooth=0.0,
+        ...          reduction="none").round(4)  # (B, C), per image and class
+        array([[0.8333, 0.75  , 0.8333]])
 
     Raises:
         TypeError: mixed array libraries, non-floating logits, a label that is neither

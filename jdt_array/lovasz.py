@@ -89,7 +89,7 @@ def lovasz_softmax_loss(
         ValueError: shapes that do not match, an unknown ``classes`` string, a class id
             outside [0, C), a kept label outside [0, C) (not checked inside
             ``jax.jit``, where such pixels belong to no class); ``reduce`` with
-            ``per_image=False`` (see :func:`check_syncable`).
+            ``per_image=False`` (pooled pixels cannot be summed over replicas).
     """
     groups = _softmax_groups(
         logits, label, classes, per_image, ignore_index, keep_mask, class_axis, reduce

@@ -59,9 +59,14 @@ def jaccard_loss(
     """The Jaccard metric loss: :func:`jdt_loss` with ``alpha = beta = 1``; optimizes
     the IoU. Every option means what it means there.
 
-    Example::
-
-        loss = jaccard_loss(logits, label, ignore_index=255, mIoUI=1.0)
+    Examples:
+        >>> import numpy as np
+        >>> import jdt_array
+        >>> logits = np.zeros((1, 2, 2, 2))  # (B, C, H, W): 0.5 for each class
+        >>> label = np.array([[[0, 1], [1, 255]]])  # class ids; 255: unlabelled
+        >>> loss = jdt_array.jaccard_loss(logits, label, ignore_index=255, smooth=0.0)
+        >>> round(float(loss), 4)  # 1 - mean(IoU 0.25, IoU 0.4)
+        0.675
 
     Raises:
         TypeError: ``alpha`` or ``beta`` (fixed here; use :func:`tversky_loss`), an
@@ -99,9 +104,14 @@ def dice_loss(
     """The Dice semimetric loss: :func:`jdt_loss` with ``alpha = beta = 0.5``;
     optimizes the Dice score. Every option means what it means there.
 
-    Example::
-
-        loss = dice_loss(logits, label, activation="sigmoid")  # binary / multi-label
+    Examples:
+        >>> import numpy as np
+        >>> import jdt_array
+        >>> logits = np.zeros((1, 1, 2, 2))  # one channel: sigmoid(0) = 0.5
+        >>> mask = np.array([[[1, 0], [0, 0]]])  # binary foreground mask (B, H, W)
+        >>> loss = jdt_array.dice_loss(logits, mask, activation="sigmoid", smooth=0.0)
+        >>> round(float(loss), 4)  # 1 - 2 * 0.5 / (2 + 1)
+        0.6667
 
     Raises:
         TypeError: ``alpha`` or ``beta`` (fixed here; use :func:`tversky_loss`), an
@@ -140,9 +150,15 @@ def tversky_loss(
     """The Tversky loss: :func:`jdt_loss` with required ``alpha`` (false positives)
     and ``beta`` (false negatives) weights; every other option as there.
 
-    Example::
-
-        loss = tversky_loss(logits, label, alpha=0.3, beta=0.7)  # recall over precision
+    Examples:
+        >>> import numpy as np
+        >>> import jdt_array
+        >>> logits = np.zeros((1, 2, 2, 2))  # 0.5 for each class
+        >>> label = np.array([[[0, 1], [1, 1]]])
+        >>> misses_cost_more = jdt_array.tversky_loss(logits, label, alpha=0.3, beta=0.7)
+        >>> alarms_cost_more = jdt_array.tversky_loss(logits, label, alpha=0.7, beta=0.3)
+        >>> bool(misses_cost_more > alarms_cost_more)  # the prediction misses more
+        True
     """
     return _named(locals(), alpha=alpha, beta=beta)
 

@@ -1,24 +1,39 @@
-"""The Python snippets of README.md, examples/README.md and docs/*.md run, so the
-documentation cannot go stale: each file's ```python blocks are executed in order in
-one namespace, and any exception (a failed ``assert`` included) fails the test. Links
-between the documents must lead to a file and a heading.
+"""The Python snippets of README.md, examples/README.md and the documentation site's
+Markdown pages (docs/**/*.md) run, so the documentation cannot go stale: each file's
+```python blocks are executed in order in one namespace, and any exception (a failed
+``assert`` included) fails the test. Links between the documents must lead to a file
+and a heading.
 
 A block that cannot run here (a multi-GPU fragment, say) is fenced as
-```python no-run``: GitHub still highlights it, and it must still compile.
+```python no-run``: GitHub and the site still highlight it, and it must still compile.
+A document whose blocks import Keras runs in a process of its own with
+``KERAS_BACKEND=jax``: Keras fixes its backend when first imported.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = sorted(
-    [ROOT / "README.md", ROOT / "examples" / "README.md", *(ROOT / "docs").glob("*.md")]
-)
+# The site's pages; the build's own output and generated stubs are not documents.
+SITE_PAGES = [
+    p
+    for p in (ROOT / "docs").rglob("*.md")
+    if not p.relative_to(ROOT / "docs").parts[0].startswith("_")
+    and "generated" not in p.parts
+]
+DOCUMENTS = sorted([ROOT / "README.md", ROOT / "examples" / "README.md", *SITE_PAGES])
+# Pages whose snippets compile JAX training steps or fit a Keras model (20-40 s on a
+# shared 2-core CPU): in the slow part of the suite, which CI runs.
+SLOW_DOCUMENTS = {ROOT / "docs" / "guide" / "jax.md", ROOT / "docs" / "guide" / "keras.md"}
 GUIDE = ROOT / "docs" / "choosing-a-loss.md"
 
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -80,11 +95,58 @@ def test_a_failing_snippet_fails_with_its_markdown_line(tmp_path):
         run_document(doc)
 
 
-@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def imports_keras(path: Path) -> bool:
+    code = "\n".join(source for _, source, _ in python_blocks(path.read_text()))
+    return re.search(r"^\s*(import|from) keras\b", code, re.MULTILINE) is not None
+
+
+def run_in_own_process(path: Path) -> subprocess.CompletedProcess:
+    """``run_document(path)`` in a fresh interpreter with Keras on its JAX backend."""
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    )
+    env.pop("JAX_ENABLE_X64", None)  # Keras' own float32 default, as users run it
+    script = (
+        "import sys; from pathlib import Path; from test_docs import run_document; "
+        f"print('ran', run_document(Path({str(path)!r})))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=[pytest.mark.slow] if p in SLOW_DOCUMENTS else [])
+        for p in DOCUMENTS
+    ],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_snippets_run(path, capsys):
+    if imports_keras(path):
+        if importlib.util.find_spec("keras") is None:  # not imported: see the docstring
+            pytest.skip("keras is not installed")
+        done = run_in_own_process(path)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "ran 0" not in done.stdout
+        return
     # JAX may hold float64 (tests/conftest.py enables it); the snippets work either way.
     ran = run_document(path)
     assert ran > 0 or not python_blocks(path.read_text())
+
+
+def test_the_site_pages_are_documents_here():
+    names = {str(p.relative_to(ROOT)) for p in DOCUMENTS}
+    assert {
+        "docs/index.md",
+        "docs/faq/per-image-or-per-batch.md",
+        "docs/guide/keras.md",
+    } <= names
+    assert imports_keras(ROOT / "docs" / "guide" / "keras.md")
+    assert not imports_keras(GUIDE)
 
 
 def test_the_guide_runs_a_snippet_for_every_option_it_explains():

@@ -9,9 +9,15 @@ gathering, and ``compute()`` hands the gathered images to
 :class:`jdt_array.metrics.FineGrainedMetrics`, so the values are those of one process on
 the whole data.
 
-Example::
+Examples:
+    >>> import torch
+    >>> from jdt_array.backends.torchmetrics import FineGrainedMetrics
+    >>> metric = FineGrainedMetrics(3, ignore_index=255)
+    >>> metric.update(torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[0, 1], [2, 1]]]))
+    >>> round(metric.compute()["mIoUD"].item(), 2)  # classes 0, 1, 2: IoU 1, 0.5, 0.5
+    66.67
 
-    from jdt_array.backends.torchmetrics import FineGrainedMetrics
+In a ``LightningModule``::
 
     class Segmenter(lightning.LightningModule):
         def __init__(self):
@@ -107,6 +113,7 @@ class FineGrainedMetrics(torchmetrics.Metric):
         return _CoreMetrics(self.num_classes, **self._arguments)
 
     def update(self, prob_or_pred: torch.Tensor, label: torch.Tensor) -> None:
+        """Add a batch: probabilities (classes on ``class_axis``) or class ids."""
         core = self._core()
         stats = core.statistics(prob_or_pred.detach(), label, class_axis=self.class_axis)
         if self._arguments["eager_checks"]:
@@ -119,6 +126,7 @@ class FineGrainedMetrics(torchmetrics.Metric):
             self.sce_gap += stats.sce_gap.to(torch.float64)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """The metrics of the core ``FineGrainedMetrics.compute``, as tensors."""
         core = self._core()
         fields = {name: self._gathered(name) for name in _PER_IMAGE}
         if self._arguments["calibration"]:

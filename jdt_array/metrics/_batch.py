@@ -83,9 +83,9 @@ def batch_statistics(
 
     The prediction of a pixel is the argmax over the class axis of ``prob_or_pred``
     (the first of tied classes), or ``prob_or_pred`` itself for an integer array. For
-    each image b and class c it counts, over kept pixels, |pred = c|, |label = c| and
-    |pred = c and label = c|, using comparisons with ``arange(C)`` instead of one-hot
-    arrays. Nothing is read back to the host: out-of-range labels are counted in
+    each image b and class c it counts, over kept pixels, the pixels where pred = c,
+    where label = c and where both hold, using comparisons with ``arange(C)`` instead
+    of one-hot arrays. Nothing is read back to the host: out-of-range labels are counted in
     ``bad_label`` and out-of-range integer predictions (or, with calibration,
     probabilities outside [0, 1]) in ``bad_prediction``, to be reported by the caller.
 

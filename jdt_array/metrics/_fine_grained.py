@@ -74,12 +74,16 @@ class FineGrainedMetrics:
     and raised by ``compute``, the only sync point; ``eager_checks=True`` raises them
     in ``update`` instead, at the cost of one scalar read per batch.
 
-    Usage::
-
-        m = FineGrainedMetrics(150, ignore_index=255)
-        for prob, label in loader:  # prob (B, C, H, W), label (B, H, W)
-            m.update(prob, label)
-        results = m.compute()  # {"Acc": ..., "mIoUD": ..., "mIoUI": ..., "mIoUC1": ...}
+    Examples:
+        >>> import numpy as np
+        >>> from jdt_array.metrics import FineGrainedMetrics
+        >>> m = FineGrainedMetrics(3, ignore_index=255)
+        >>> pred = np.array([[[0, 1], [2, 2]], [[0, 0], [1, 1]]])  # class ids (B, H, W)
+        >>> label = np.array([[[0, 1], [2, 1]], [[0, 0], [1, 255]]])
+        >>> m.update(pred, label)  # or probabilities (B, C, H, W); once per batch
+        >>> results = m.compute()
+        >>> {key: round(results[key], 1) for key in ("Acc", "mIoUD", "mIoUI", "mIoUC")}
+        {'Acc': 85.7, 'mIoUD': 72.2, 'mIoUI': 83.3, 'mIoUC': 75.0}
 
     ``add`` and ``value`` are aliases of ``update`` and ``compute`` for code written for
     the reference ``MetricGroup``. For ``jax.jit``, jit :meth:`statistics` (pure) and

@@ -13,14 +13,20 @@ probabilities with ``activation=None``), channels last (``class_axis=-1``), hard
 ``Loss.__call__`` converts the labels to floats; the losses turn class ids and 0/1
 masks back into integers (``keras_label``), so they keep the meaning of a hard label.
 
-Example::
-
-    import keras
-    from jdt_array.backends.keras import CEJDTLoss, FineGrainedMeanIoU
-
-    model.compile(optimizer="adam", loss=CEJDTLoss(ignore_index=255),
-                  metrics=[FineGrainedMeanIoU(19, level="I", ignore_index=255)])
-    model.fit(images, labels, epochs=2)      # images (B, H, W, 3), labels (B, H, W)
+Examples:
+    >>> import os
+    >>> _ = os.environ.setdefault("KERAS_BACKEND", "jax")  # before Keras is imported
+    >>> import keras
+    >>> import numpy as np
+    >>> from jdt_array.backends.keras import CEJDTLoss, FineGrainedMeanIoU
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 1)])
+    >>> model.compile(optimizer="adam", loss=CEJDTLoss(ignore_index=255),
+    ...               metrics=[FineGrainedMeanIoU(4, level="I", ignore_index=255)])
+    >>> images = np.ones((2, 8, 8, 3), "float32")  # (B, H, W, 3)
+    >>> labels = np.zeros((2, 8, 8), "int64")  # class ids (B, H, W)
+    >>> history = model.fit(images, labels, epochs=2, verbose=0)
+    >>> sorted(history.history)
+    ['loss', 'mIoUI']
 """
 
 from .losses import (

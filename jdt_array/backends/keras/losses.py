@@ -172,9 +172,16 @@ class JDTLoss(_JDTFamily):
     labels (B, *spatial) or (B, *spatial, 1), or a soft label shaped like ``y_pred``;
     with ``activation="sigmoid"`` 0/1 masks shaped like ``y_pred`` (see
     :func:`keras_label` and ``hard_label``). Returns the batch's loss, a scalar
-    (``sample_weight`` is refused: see the module). Example::
+    (``sample_weight`` is refused: see the module).
 
-        model.compile(loss=JDTLoss(mIoUI=1.0, ignore_index=255), optimizer="adam")
+    Examples:
+        >>> import numpy as np
+        >>> from jdt_array.backends.keras import JDTLoss
+        >>> loss = JDTLoss(mIoUD=0.0, mIoUI=1.0, ignore_index=255, smooth=0.0)
+        >>> logits = np.zeros((1, 2, 2, 2), "float32")  # (B, H, W, C): 0.5 each
+        >>> labels = np.array([[[0, 1], [1, 255]]])
+        >>> round(float(loss(labels, logits)), 4)  # model.compile(loss=loss, ...)
+        0.675
     """
 
     def __init__(

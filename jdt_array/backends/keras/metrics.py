@@ -43,9 +43,14 @@ class FineGrainedMetric(keras.metrics.Metric):
     Counts are accumulated in the metric's float dtype (float32: exact up to 2^24
     pixels per class, within 1e-7 relative after that).
 
-    Example::
-
-        model.compile(..., metrics=[FineGrainedMeanIoU(19, level="C", ignore_index=255)])
+    Examples:
+        >>> import numpy as np
+        >>> from jdt_array.backends.keras import FineGrainedMeanIoU
+        >>> metric = FineGrainedMeanIoU(3, level="C", ignore_index=255)
+        >>> pred = np.array([[[0, 1], [2, 2]]])  # class ids (B, H, W), or logits
+        >>> metric.update_state(np.array([[[0, 1], [2, 1]]]), pred)
+        >>> round(float(metric.result()), 2)  # classes 0, 1, 2: IoU 1, 0.5, 0.5
+        66.67
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class FineGrainedMetric(keras.metrics.Metric):
         self.class_count = self.add_variable(name="class_count", **vector)
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Add a batch: ``y_true`` the labels, ``y_pred`` the logits or probabilities."""
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} takes no sample_weight")
         ops = keras.ops
@@ -109,6 +115,7 @@ class FineGrainedMetric(keras.metrics.Metric):
         )
 
     def result(self) -> Any:
+        """The metric over every batch since the last reset, in percent."""
         ops = keras.ops
         if self.level == "D":
             scores, occurs = _pair_scores(
@@ -126,6 +133,7 @@ class FineGrainedMetric(keras.metrics.Metric):
         return 100.0 * value
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for saving the metric with a model."""
         return {
             "num_classes": self.num_classes, "score": self.score, "level": self.level,
             "ignore_index": self.ignore_index, "binary": self.binary,
@@ -185,6 +193,7 @@ class _OneScore(FineGrainedMetric):
         )  # fmt: skip
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for saving the metric with a model."""
         config = super().get_config()
         del config["score"]  # the class fixes it
         return config
@@ -193,9 +202,8 @@ class _OneScore(FineGrainedMetric):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FineGrainedMeanIoU(_OneScore):
     """mIoUD, mIoUI or mIoUC (``level``) as a Keras metric, in percent; see
-    :class:`FineGrainedMetric`. Example::
-
-        metrics=[FineGrainedMeanIoU(19, level="I", ignore_index=255)]
+    :class:`FineGrainedMetric`, e.g. in
+    ``model.compile(..., metrics=[FineGrainedMeanIoU(19, level="I")])``.
     """
 
     _score = "IoU"

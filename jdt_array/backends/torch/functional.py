@@ -23,6 +23,8 @@ from ...jdt import JDTOptions, loss_of, prepare_jdt, statistics_of
 __all__ = ["BACKWARDS", "check_backward", "check_sync", "jdt_loss", "replica_sum",
            "value_and_grad"]  # fmt: skip
 
+#: The values of the modules' ``backward`` option: ``"vjp"``, the hand-derived
+#: backward (the default), and ``"autodiff"``, PyTorch autograd through the forward.
 BACKWARDS = ("vjp", "autodiff")
 
 
@@ -125,8 +127,8 @@ def jdt_loss(
     **options: Any,
 ) -> torch.Tensor:
     """:func:`jdt_array.jdt_loss` with a choice of backward pass and optional
-    synchronisation across data-parallel processes; ``options`` are those of
-    :class:`jdt_array.jdt.JDTOptions` (``class_axis``, ``mIoUD``, ... ``ignore_index``).
+    synchronisation across data-parallel processes; ``options`` are the scalar options
+    of :func:`jdt_array.jdt_loss` (``class_axis``, ``mIoUD``, ... ``ignore_index``).
 
     ``backward="vjp"`` uses the hand-derived gradient for the pixel-level part: it keeps
     the probabilities and writes the gradient into their memory (one logits-sized

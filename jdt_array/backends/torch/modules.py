@@ -108,6 +108,7 @@ class JDTLoss(_TensorModule):
         label: torch.Tensor,
         keep_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         sync_stats, group = self.sync["sync_stats"], self.sync["process_group"]
         return loss_with(
             logits, label, self.options, keep_mask=keep_mask,
@@ -163,6 +164,7 @@ class CrossEntropyLoss(_Loss):
         super().__init__(ignore_index=ignore_index, class_axis=class_axis, gamma=gamma)
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return cross_entropy(logits, label, keep_mask=keep_mask, **self.options)
 
 
@@ -175,6 +177,7 @@ class KLDivLoss(_Loss):
     argument_names = ("logits", "target_prob", "keep_mask")
 
     def forward(self, logits, target_prob, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return kl_div(logits, target_prob, keep_mask=keep_mask, **self.options)
 
 
@@ -197,6 +200,7 @@ class CEJDTLoss(_Loss):
         self.register_buffer("class_weights", _buffer_of(class_weights))
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         weights = _on_device_of(self.class_weights, logits)
         return ce_jdt_loss(
             logits, label, keep_mask=keep_mask, class_weights=weights, **self.options
@@ -230,6 +234,7 @@ class GeneralizedDiceLoss(_Loss):
         )
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return generalized_dice_loss(logits, label, keep_mask=keep_mask, **self.options)
 
 
@@ -288,6 +293,7 @@ class LovaszSoftmaxLoss(_SyncedLoss):
         )
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return lovasz_softmax_loss(
             logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
         )
@@ -316,6 +322,7 @@ class LovaszHingeLoss(_SyncedLoss):
         )
 
     def forward(self, logits, label, keep_mask=None):
+        """The loss of ``logits`` against the label or target: a 0-d tensor."""
         return lovasz_hinge_loss(
             logits, label, keep_mask=keep_mask, reduce=self.reduce(), **self.options
         )
