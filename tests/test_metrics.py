@@ -316,7 +316,7 @@ def test_probabilities_with_autograd_history_are_not_kept():
     m = FineGrainedMetrics(3, calibration=True)
     m.update(torch.softmax(logits, dim=1), torch.zeros(2, 4, 4, dtype=torch.int64))
     assert all(
-        not getattr(v, "requires_grad", False) for v in m._pending[0] if v is not None
+        not getattr(v, "requires_grad", False) for v in m.state() if v is not None
     )
 
 

@@ -103,7 +103,7 @@ def rank_results(rank):
             metric.update(prob[lo:hi], label[lo:hi])
         results[name] = as_floats(metric.compute())  # torchmetrics syncs here
         metric.reset()
-        results[f"{name}/after-reset-empty"] = len(metric.intersection)
+        results[f"{name}/after-reset-empty"] = sum(len(t) for t in metric.intersection)
     return results
 
 
