@@ -285,27 +285,38 @@ def test_statistics_are_per_image_counts_independent_of_image_size():
 HOST_READS = ("__bool__", "__int__", "__float__", "__index__", "__array__", "__dlpack__")
 
 
-def test_update_reads_nothing_back_to_the_host(monkeypatch):
+@pytest.mark.parametrize(
+    "options",
+    [{"calibration": True}, {"calibration": True, "compact": True, "classes": [1, 3]},
+     {"multilabel": True, "compact": True}],
+    ids=["per-image", "compact", "multilabel"],
+)  # fmt: skip
+def test_update_reads_nothing_back_to_the_host(monkeypatch, options):
     xp = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(6)
     prob = make_prob(rng, SHAPE)
     label = make_label(rng, prob)
     label[0, 0, 0] = 7  # out of range: counted on the device, raised by compute
+    if options.get("multilabel"):
+        label = np.stack([label == c for c in range(4)], axis=1).astype(np.int64)
+        label[0, 0, 0, 0] = 7
 
     def refuse(*args, **kwargs):
         raise AssertionError("read back to the host")
 
     for name in HOST_READS:  # every way a strict array's values reach Python or NumPy
         monkeypatch.setattr(type(xp.asarray(0)), name, refuse)
-    m = FineGrainedMetrics(4, calibration=True)
+    m = FineGrainedMetrics(4, **options)
     for _ in range(3):
         m.update(xp.asarray(prob), xp.asarray(label))
     with pytest.raises(AssertionError, match="host"):
         m.compute()  # the one sync point does read
     with pytest.raises(AssertionError, match="host"):
-        FineGrainedMetrics(4, eager_checks=True).update(xp.asarray(prob), xp.asarray(label))
+        FineGrainedMetrics(4, eager_checks=True, **options).update(
+            xp.asarray(prob), xp.asarray(label)
+        )
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="3 pixels with class ids"):
+    with pytest.raises(ValueError, match="3 (pixels with class ids|entries)"):
         m.compute()
 
 

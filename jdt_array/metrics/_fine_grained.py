@@ -209,10 +209,18 @@ class FineGrainedMetrics:
         names it takes are not used)."""
         self.update(prob_or_pred, label)
 
-    def update_statistics(self, stats: BatchStatistics) -> None:
+    def update_statistics(self, stats: BatchStatistics | CompactStatistics) -> None:
         """Add the result of :meth:`statistics` (or of ``batch_statistics`` with the same
-        options), e.g. computed under ``jax.jit``."""
-        self._append(self.state_of(stats))
+        options), e.g. computed under ``jax.jit``; or, with ``compact=True``, a
+        :class:`~jdt_array.metrics.CompactStatistics` of :meth:`state_of` (jit it too,
+        to keep the whole per-batch reduction in the compiled step)."""
+        if self.layout.compact and isinstance(stats, CompactStatistics):
+            self.layout.check(stats)
+            if self.eager_checks:
+                _raise_bad_values(stats, self.options)
+            self._append(stats)
+        else:
+            self._append(self.state_of(stats))
 
     def batch_state(
         self, prob_or_pred: Array, label: Array, *, class_axis: int = 1
