@@ -186,9 +186,10 @@ def test_compact_mode_gives_every_key_but_the_worst_cases(grid_backend, options)
 @pytest.mark.parametrize(
     "options",
     [{"classes": [0, 2], "ignore_index": IGNORE, "q": 25},
-     {"multilabel": True, "activation": "sigmoid", "ignore_index": IGNORE},
+     {"multilabel": True, "activation": "sigmoid", "ignore_index": IGNORE,
+      "compact": True},
      {"compact": True, "classes": [1, 2, 3], "ignore_index": IGNORE}],
-    ids=["classes", "multilabel", "compact"],
+    ids=["classes", "multilabel-compact", "compact"],
 )  # fmt: skip
 def test_options_on_every_backend(backend, options):
     """The smoke set: every backend, array-api-strict without data-dependent shapes and

@@ -59,7 +59,8 @@ def ratios(xp: Any, tp: Array, pred: Array, label: Array, either: bool) -> Array
     both_empty = 1.0 if either else xp.nan
     iou = _ratio(xp, tp, pred + label - tp, both_empty)
     dice = _ratio(xp, 2.0 * tp, pred + label, both_empty)
-    acc = _ratio(xp, tp, label, xp.where(pred > 0, 0.0, 1.0) if either else xp.nan)
+    false_alarm_or_empty = xp.astype(pred <= 0, pred.dtype)  # 0 if predicted, else 1
+    acc = _ratio(xp, tp, label, false_alarm_or_empty if either else xp.nan)
     return xp.stack([acc, iou, dice])
 
 
