@@ -24,12 +24,24 @@ from _support.replicas import (
 )
 
 from jdt_array.metrics import BatchStatistics, FineGrainedMetrics, batch_statistics
+from jdt_array.metrics._state import is_per_image
 
 IMAGES = 6
 OPTIONS = {
     "calibration": {"num_classes": 4, "ignore_index": IGNORE, "calibration": True, "q": 20},
     "binary": {"num_classes": 2, "binary": True, "calibration": True, "q": 50},
-}
+    "compact-classes": {"num_classes": 4, "ignore_index": IGNORE, "classes": [0, 2],
+                        "calibration": True, "compact": True},
+    "multilabel": {"num_classes": 3, "multilabel": True, "ignore_index": IGNORE, "q": 30},
+}  # fmt: skip
+
+
+def reference(prob, label, name, **more):
+    """The float64 definitions of ``name``'s keys (no worst cases when compact)."""
+    options = {k: v for k, v in {**OPTIONS[name], **more}.items() if k != "compact"}
+    return fine_grained_reference(
+        prob, label, worst=not OPTIONS[name].get("compact"), **options
+    )
 
 
 def dataset(name, images=IMAGES, float_of=lambda x: x):
@@ -37,7 +49,12 @@ def dataset(name, images=IMAGES, float_of=lambda x: x):
     rng = np.random.default_rng(sum(map(ord, name)))
     options = OPTIONS[name]
     prob = float_of(make_prob(rng, (images, options["num_classes"], 5, 6)))
-    label = make_label(rng, prob, ignore_fraction=0.1 if "ignore_index" in options else 0)
+    ignored = 0.1 if "ignore_index" in options else 0
+    if options.get("multilabel"):
+        label = (rng.random(prob.shape) < prob + 0.2).astype(np.int64)
+        label = np.where(rng.random(prob.shape) < ignored, IGNORE, label)
+    else:
+        label = make_label(rng, prob, ignore_fraction=ignored)
     if "ignore_index" in options:
         label[1] = IGNORE  # an image with every pixel ignored is skipped
     return prob, label
@@ -68,6 +85,9 @@ def jitted_statistics(options):
     return jax.jit(functools.partial(batch_statistics, **dataclasses.asdict(options)))
 
 
+
+
+
 class HostGather(Replicas):
     """Threads standing for replicas with an all-gather on the host, as an mpi4py
     ``allgather`` of the NumPy statistics would do."""
@@ -82,12 +102,12 @@ class HostGather(Replicas):
             self.barrier.wait()
             fields = [
                 None if parts[0] is None
-                else sum(parts) if name == "sce_gap"
-                else np.concatenate(parts)
-                for name, *parts in zip(BatchStatistics._fields, *self.slots, strict=True)
+                else np.concatenate(parts) if is_per_image(stats, name)
+                else sum(parts)
+                for name, *parts in zip(type(stats)._fields, *self.slots, strict=True)
             ]  # fmt: skip
             self.barrier.wait()
-            return BatchStatistics(*fields)
+            return type(stats)(*fields)
 
         return gather
 
@@ -113,12 +133,23 @@ def synced_on_replicas(backend, name, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", OPTIONS)
+@pytest.mark.parametrize("name", ["calibration", "binary"])
 def test_every_replica_computes_the_metrics_of_the_whole_dataset(backend, name, layout):
     replicas, (prob, label) = synced_on_replicas(backend, name, layout)
-    expected = fine_grained_reference(prob, label, **OPTIONS[name])
+    expected = reference(prob, label, name)
     for metric in replicas:
         assert_matches(backend, metric.compute(), expected)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["compact-classes", "multilabel"])
+def test_compact_and_multilabel_replicas_sync_the_same_way(grid_backend, name, layout):
+    replicas, (prob, label) = synced_on_replicas(grid_backend, name, layout)
+    expected = reference(prob, label, name)
+    for metric in replicas:
+        assert_matches(grid_backend, metric.compute(), expected)
+        table = metric.per_class()
+        assert all(v.shape == (OPTIONS[name]["num_classes"],) for v in table.values())
 
 
 def test_synced_leaves_the_local_metric_unchanged_and_counts_each_image_once():
@@ -192,7 +223,10 @@ WORLD = 2
 TORCH_CASES = {
     "uneven": ("calibration", LAYOUTS["uneven"]),
     "one-empty": ("binary", LAYOUTS["one-empty"]),
+    "compact": ("compact-classes", LAYOUTS["one-empty"]),
+    "multilabel": ("multilabel", LAYOUTS["uneven"]),
     "nothing": ("binary", [[], []]),
+    "compact-nothing": ("compact-classes", [[], []]),
     "bad-label": ("calibration", LAYOUTS["uneven"]),
 }
 TIMEOUT_S = 60
@@ -243,10 +277,10 @@ def ranks(tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("case", ["uneven", "one-empty"])
+@pytest.mark.parametrize("case", ["uneven", "one-empty", "compact", "multilabel"])
 def test_every_rank_computes_the_metrics_of_the_whole_dataset(ranks, case):
     name, _ = TORCH_CASES[case]
-    expected = fine_grained_reference(*dataset(name), **OPTIONS[name])
+    expected = reference(*dataset(name), name)
     for result in ranks:
         assert result[case]["results"] == pytest.approx(expected, rel=1e-12)
 
@@ -268,6 +302,7 @@ def expected_all(name):
 def test_no_image_on_any_rank_is_an_error_on_every_rank(ranks):
     for result in ranks:
         assert "needs at least one update" in result["nothing"]["error"]
+        assert "needs at least one update" in result["compact-nothing"]["error"]
 
 
 def test_invalid_labels_on_one_rank_raise_on_every_rank(ranks):
@@ -353,7 +388,5 @@ def devices(tmp_path_factory):
 def test_gathered_device_statistics_give_the_metrics_of_the_whole_dataset(
     devices, name, transform
 ):
-    expected = fine_grained_reference(
-        *dataset(name, images=STEPS * 2 * DEVICES), **OPTIONS[name]
-    )
+    expected = reference(*dataset(name, images=STEPS * 2 * DEVICES), name)
     assert devices[f"{name}/{transform}"] == pytest.approx(expected, rel=1e-12)
