@@ -486,3 +486,20 @@ def test_merge_of_random_shards_equals_one_pass(data, shard_of):
     assert shards[0].compute() == pytest.approx(
         _metrics(pred, label, num_classes + 1, q=30)
     )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_torch_cpu_argmax_of_many_classes_in_any_float_dtype(dtype):
+    """From 32 classes on, PyTorch's CPU argmax runs NumPy's running maximum on the
+    tensor's memory (bfloat16, which NumPy lacks, keeps the torch form): the first
+    maximum, the first NaN, as torch.argmax; strided views too."""
+    torch = pytest.importorskip("torch")
+    from jdt_array._kernels import argmax
+
+    xp = pytest.importorskip("array_api_compat.torch")
+    rng = np.random.default_rng(9)
+    scores = torch.asarray(np.round(rng.random((2, 5, 40, 6)), 1)).to(getattr(torch, dtype))
+    scores[0, 3, :2] = torch.nan
+    for x, axis in ((scores, 2), (scores.movedim(2, 1), 1), (scores[:, :, ::2], 2)):
+        want = torch.argmax(x.float(), dim=axis)
+        assert torch.equal(argmax(xp, x, axis).long(), want)
