@@ -49,10 +49,10 @@ def make_paths(shape):
 
         return run
 
-    paths = {
-        "numpy": core_step(FineGrainedMetrics(shape[1], ignore_index=IGNORE), logits, label),
-        "torch": core_step(FineGrainedMetrics(shape[1], ignore_index=IGNORE), x, y),
-    }
+    def core():
+        return FineGrainedMetrics(shape[1], ignore_index=IGNORE)
+
+    paths = {"numpy": core_step(core(), logits, label), "torch": core_step(core(), x, y)}
     if "compact" in inspect.signature(FineGrainedMetrics).parameters:
         compact = FineGrainedMetrics(shape[1], ignore_index=IGNORE, compact=True)
         paths["torch compact"] = core_step(compact, x, y)

@@ -85,9 +85,6 @@ def jitted_statistics(options):
     return jax.jit(functools.partial(batch_statistics, **dataclasses.asdict(options)))
 
 
-
-
-
 class HostGather(Replicas):
     """Threads standing for replicas with an all-gather on the host, as an mpi4py
     ``allgather`` of the NumPy statistics would do."""
@@ -210,7 +207,8 @@ def test_a_gather_with_statistics_of_other_options_is_refused():
     metric = FineGrainedMetrics(**OPTIONS["calibration"])
     metric.update(prob, label)
     narrower = FineGrainedMetrics(3).statistics(np.argmax(prob, axis=1) % 3, label % 3)
-    with pytest.raises(ValueError, match=r"stats hold intersection of shape \(6, 3\), but this metric needs \(B, 4\)"):
+    message = r"stats hold intersection of shape \(6, 3\), but this metric needs \(B, 4\)"
+    with pytest.raises(ValueError, match=message):
         metric.synced(lambda stats: narrower)
     with pytest.raises(TypeError, match="BatchStatistics"):
         metric.synced(lambda stats: tuple(stats))

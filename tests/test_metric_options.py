@@ -52,8 +52,9 @@ def multiclass_batches(backend, seed, *, shape=SHAPE, ignore=0.1, absent=(), bat
     return out
 
 
-def multilabel_batches(backend, seed, *, shape=SHAPE, kind="prob", ignore=0.1,
-                       class_axis=1, batches=2):  # fmt: skip
+def multilabel_batches(
+    backend, seed, *, shape=SHAPE, kind="prob", ignore=0.1, class_axis=1, batches=2
+):
     """(predictions, 0/1 labels) of ``kind`` prob, logits or ids; labels agree with
     the predictions on about 70% of the entries."""
     rng = np.random.default_rng(seed)
@@ -109,14 +110,17 @@ CLASSES_CASES = {
 def test_classes_match_definitions(grid_backend, case):
     options = dict(case["options"], num_classes=SHAPE[1])
     batches = multiclass_batches(
-        grid_backend, 1, absent=case.get("absent", ()),
+        grid_backend,
+        1,
+        absent=case.get("absent", ()),
         ignore=0.1 if "ignore_index" in options else 0.0,
-    )  # fmt: skip
+    )
     metric = evaluate(grid_backend, batches, **options)
     expected = fine_grained_reference(*joined(batches), **options)
     assert_matches(grid_backend, metric.compute(), expected)
-    assert_per_class(grid_backend, metric.per_class(), per_class_reference(
-        *joined(batches), **options))  # fmt: skip
+    assert_per_class(
+        grid_backend, metric.per_class(), per_class_reference(*joined(batches), **options)
+    )
 
 
 MULTILABEL_CASES = {
@@ -124,23 +128,29 @@ MULTILABEL_CASES = {
     "logits": dict(kind="logits", options={"activation": "sigmoid", "threshold": 0.3}),
     "0/1-predictions": dict(kind="ids", ignore=0.0, options={}),
     "channels-last-3d": dict(
-        kind="prob", shape=(3, 3, 4, 3, 5), class_axis=-1,
+        kind="prob",
+        shape=(3, 3, 4, 3, 5),
+        class_axis=-1,
         options={"ignore_index": IGNORE, "threshold": 0.7, "q": 50},
-    ),  # fmt: skip
+    ),
     "classes": dict(kind="prob", options={"classes": [0, 3], "ignore_index": IGNORE}),
 }
 
 
 @pytest.mark.parametrize("case", MULTILABEL_CASES.values(), ids=MULTILABEL_CASES.keys())
 def test_multilabel_matches_definitions(grid_backend, case):
-    options = dict(case["options"], num_classes=case.get("shape", SHAPE)[1],
-                   multilabel=True)  # fmt: skip
+    options = dict(
+        case["options"], num_classes=case.get("shape", SHAPE)[1], multilabel=True
+    )
     axis = case.get("class_axis", 1)
     batches = multilabel_batches(
-        grid_backend, 2, shape=case.get("shape", SHAPE), kind=case["kind"],
+        grid_backend,
+        2,
+        shape=case.get("shape", SHAPE),
+        kind=case["kind"],
         ignore=case.get("ignore", 0.1 if "ignore_index" in options else 0.0),
         class_axis=axis,
-    )  # fmt: skip
+    )
     metric = evaluate(grid_backend, batches, class_axis=axis, **options)
     expected = fine_grained_reference(*joined(batches), class_axis=axis, **options)
     assert_matches(grid_backend, metric.compute(), expected)
@@ -155,8 +165,9 @@ def test_multilabel_takes_boolean_labels_and_predictions():
     pred, label = rng.random((2, 3, 5, 5)) < 0.4, rng.random((2, 3, 5, 5)) < 0.4
     metric = FineGrainedMetrics(3, multilabel=True)
     metric.update(pred, label)
-    expected = fine_grained_reference(pred.astype(int), label.astype(int), num_classes=3,
-                                      multilabel=True)  # fmt: skip
+    expected = fine_grained_reference(
+        pred.astype(int), label.astype(int), num_classes=3, multilabel=True
+    )
     assert metric.compute() == pytest.approx(expected, rel=1e-12)
 
 
@@ -172,8 +183,9 @@ COMPACT_CASES = {
 def test_compact_mode_gives_every_key_but_the_worst_cases(grid_backend, options):
     options = {"num_classes": SHAPE[1], **options}
     shape = (SHAPE[0], options["num_classes"], *SHAPE[2:])
-    batches = multiclass_batches(grid_backend, 4, shape=shape,
-                                 ignore=0.1 if "ignore_index" in options else 0)  # fmt: skip
+    batches = multiclass_batches(
+        grid_backend, 4, shape=shape, ignore=0.1 if "ignore_index" in options else 0
+    )
     compact = evaluate(grid_backend, batches, compact=True, **options)
     expected = fine_grained_reference(*joined(batches), worst=False, **options)
     assert_matches(grid_backend, compact.compute(), expected)
@@ -185,12 +197,18 @@ def test_compact_mode_gives_every_key_but_the_worst_cases(grid_backend, options)
 
 @pytest.mark.parametrize(
     "options",
-    [{"classes": [0, 2], "ignore_index": IGNORE, "q": 25},
-     {"multilabel": True, "activation": "sigmoid", "ignore_index": IGNORE,
-      "compact": True},
-     {"compact": True, "classes": [1, 2, 3], "ignore_index": IGNORE}],
+    [
+        {"classes": [0, 2], "ignore_index": IGNORE, "q": 25},
+        {
+            "multilabel": True,
+            "activation": "sigmoid",
+            "ignore_index": IGNORE,
+            "compact": True,
+        },
+        {"compact": True, "classes": [1, 2, 3], "ignore_index": IGNORE},
+    ],
     ids=["classes", "multilabel-compact", "compact"],
-)  # fmt: skip
+)
 def test_options_on_every_backend(backend, options):
     """The smoke set: every backend, array-api-strict without data-dependent shapes and
     JAX under jit included (the compact reduction compiled too)."""
@@ -205,8 +223,9 @@ def test_options_on_every_backend(backend, options):
         *joined(batches), worst=not options.get("compact"), **reference
     )
     assert_matches(backend, metric.compute(), expected)
-    assert_per_class(backend, metric.per_class(), per_class_reference(
-        *joined(batches), **reference))  # fmt: skip
+    assert_per_class(
+        backend, metric.per_class(), per_class_reference(*joined(batches), **reference)
+    )
 
 
 def test_per_class_holds_what_the_means_average(grid_backend):
@@ -290,15 +309,17 @@ def test_per_class_dataset_iou_equals_torchmetrics_jaccard_none(shape, ignore):
     table = metric.per_class()
     peer = classification.MulticlassJaccardIndex(shape[1], average="none", **options)
     peer.update(torch.asarray(prob), torch.asarray(label))
-    np.testing.assert_allclose(table["IoUD"], 100 * peer.compute().double().numpy(),
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        table["IoUD"], 100 * peer.compute().double().numpy(), rtol=1e-6
+    )
     # leaving the background out: the mean of the other classes' rows
     without = FineGrainedMetrics(shape[1], classes=range(1, shape[1]), **options)
     without.update(prob, label)
     np.testing.assert_allclose(
-        without.compute()["mIoUD"], 100 * peer.compute()[1:].double().mean().item(),
+        without.compute()["mIoUD"],
+        100 * peer.compute()[1:].double().mean().item(),
         rtol=1e-6,
-    )  # fmt: skip
+    )
 
 
 def monai_one_hot(torch, ids, label, num_classes):
@@ -328,13 +349,17 @@ def test_classes_without_background_equal_monai_include_background_false(shape, 
     for peer, key in ((monai.MeanIoU, "IoU"), (monai.DiceMetric, "Dice")):
         mean = peer(include_background=False, reduction="mean")
         mean(pred, target)
-        np.testing.assert_allclose(results[f"m{key}I"], 100 * mean.aggregate().item(),
-                                   rtol=1e-6, err_msg=key)  # fmt: skip
+        np.testing.assert_allclose(
+            results[f"m{key}I"], 100 * mean.aggregate().item(), rtol=1e-6, err_msg=key
+        )
         per_class = peer(include_background=False, reduction="mean_batch")
         per_class(pred, target)
-        np.testing.assert_allclose(table[f"{key}C"][1:],
-                                   100 * per_class.aggregate().double().numpy(),
-                                   rtol=1e-6, err_msg=key)  # fmt: skip
+        np.testing.assert_allclose(
+            table[f"{key}C"][1:],
+            100 * per_class.aggregate().double().numpy(),
+            rtol=1e-6,
+            err_msg=key,
+        )
 
 
 @pytest.mark.parametrize("kind", ["prob", "logits"])
@@ -343,16 +368,20 @@ def test_classes_without_background_equal_monai_include_background_false(shape, 
 def test_multilabel_dataset_level_equals_torchmetrics(shape, ignore, kind):
     torch = pytest.importorskip("torch")
     classification = pytest.importorskip("torchmetrics.classification")
-    ((x, label),) = multilabel_batches(None, 11, shape=shape, kind=kind,
-                                       ignore=0.1 if ignore else 0.0, batches=1)  # fmt: skip
+    ((x, label),) = multilabel_batches(
+        None, 11, shape=shape, kind=kind, ignore=0.1 if ignore else 0.0, batches=1
+    )
     options = {"ignore_index": IGNORE} if ignore else {}
     activation = {"activation": "sigmoid"} if kind == "logits" else {}
-    metric = FineGrainedMetrics(shape[1], multilabel=True, threshold=0.4, **options,
-                                **activation)  # fmt: skip
+    metric = FineGrainedMetrics(
+        shape[1], multilabel=True, threshold=0.4, **options, **activation
+    )
     metric.update(x, label)
     results, table = metric.compute(), metric.per_class()
-    peers = {"IoU": classification.MultilabelJaccardIndex,
-             "Dice": classification.MultilabelF1Score}  # fmt: skip
+    peers = {
+        "IoU": classification.MultilabelJaccardIndex,
+        "Dice": classification.MultilabelF1Score,
+    }
     for key, peer_class in peers.items():
         for average in ("macro", "none"):
             # torchmetrics applies the sigmoid itself to values outside [0, 1]
@@ -366,10 +395,13 @@ def test_multilabel_dataset_level_equals_torchmetrics(shape, ignore, kind):
 # -- properties --------------------------------------------------------------------------
 
 masks = st.lists(
-    st.tuples(st.lists(st.integers(0, 1), min_size=6, max_size=6),
-              st.lists(st.integers(0, 1), min_size=6, max_size=6)),
-    min_size=1, max_size=6,
-)  # fmt: skip
+    st.tuples(
+        st.lists(st.integers(0, 1), min_size=6, max_size=6),
+        st.lists(st.integers(0, 1), min_size=6, max_size=6),
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -384,19 +416,23 @@ def test_multilabel_with_one_class_is_binary_mode(rows, q):
     multilabel = FineGrainedMetrics(1, multilabel=True, q=q)
     multilabel.update(pred[:, None], label[:, None])
     assert multilabel.compute() == pytest.approx(binary.compute(), rel=1e-12)
-    np.testing.assert_allclose(multilabel.per_class()["IoUD"], binary.per_class()["IoUD"][1:])
+    np.testing.assert_allclose(
+        multilabel.per_class()["IoUD"], binary.per_class()["IoUD"][1:]
+    )
 
 
 labels = st.integers(min_value=2, max_value=4).flatmap(
     lambda n: st.tuples(
         st.just(n),
-        st.lists(st.lists(st.integers(0, n - 1), min_size=6, max_size=6),
-                 min_size=1, max_size=8),
-        st.lists(st.lists(st.integers(0, n - 1), min_size=6, max_size=6),
-                 min_size=8, max_size=8),
+        st.lists(
+            st.lists(st.integers(0, n - 1), min_size=6, max_size=6), min_size=1, max_size=8
+        ),
+        st.lists(
+            st.lists(st.integers(0, n - 1), min_size=6, max_size=6), min_size=8, max_size=8
+        ),
         st.sets(st.integers(0, n - 1), min_size=1),
     )
-)  # fmt: skip
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -404,8 +440,9 @@ labels = st.integers(min_value=2, max_value=4).flatmap(
 def test_compact_shards_give_the_values_of_one_per_image_pass(data, shard_of):
     num_classes, rows, preds, classes = data
     label, pred = np.array(rows), np.array(preds[: len(rows)])
-    shards = [FineGrainedMetrics(num_classes, classes=classes, compact=True)
-              for _ in range(3)]  # fmt: skip
+    shards = [
+        FineGrainedMetrics(num_classes, classes=classes, compact=True) for _ in range(3)
+    ]
     for i in range(len(rows)):
         shards[shard_of[i]].update(pred[i : i + 1], label[i : i + 1])
     for shard in shards[1:]:
@@ -422,8 +459,10 @@ def test_compact_shards_give_the_values_of_one_per_image_pass(data, shard_of):
 def test_choosing_every_class_changes_nothing(data):
     num_classes, rows, preds, _ = data
     label, pred = np.array(rows), np.array(preds[: len(rows)])
-    a, b = FineGrainedMetrics(num_classes), FineGrainedMetrics(
-        num_classes, classes=range(num_classes))  # fmt: skip
+    a, b = (
+        FineGrainedMetrics(num_classes),
+        FineGrainedMetrics(num_classes, classes=range(num_classes)),
+    )
     a.update(pred, label)
     b.update(pred, label)
     assert a.compute() == b.compute()
@@ -473,12 +512,14 @@ def test_bad_multilabel_inputs_raise():
 
 @pytest.mark.parametrize(
     ("options", "x", "y", "match"),
-    [({}, 1.5, 0, "1 kept entries that are neither probabilities"),
-     ({"activation": "sigmoid"}, math.nan, 0, "1 kept entries with NaN logits"),
-     ({}, 0.5, 2, "1 entries that are neither 0, 1 nor ignore_index"),
-     ({"ignore_index": 2}, 1.5, 2, None)],
+    [
+        ({}, 1.5, 0, "1 kept entries that are neither probabilities"),
+        ({"activation": "sigmoid"}, math.nan, 0, "1 kept entries with NaN logits"),
+        ({}, 0.5, 2, "1 entries that are neither 0, 1 nor ignore_index"),
+        ({"ignore_index": 2}, 1.5, 2, None),
+    ],
     ids=["probability-above-1", "nan-logit", "label-2", "dropped-entry"],
-)  # fmt: skip
+)
 def test_invalid_multilabel_values_raise_in_compute(options, x, y, match):
     prob = np.full((1, 2, 3, 3), 0.25)
     label = np.zeros((1, 2, 3, 3), dtype=np.int64)

@@ -316,7 +316,7 @@ def test_update_reads_nothing_back_to_the_host(monkeypatch, options):
             xp.asarray(prob), xp.asarray(label)
         )
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="3 (pixels with class ids|entries)"):
+    with pytest.raises(ValueError, match=r"3 (pixels with class ids|entries)"):
         m.compute()
 
 
@@ -326,9 +326,7 @@ def test_probabilities_with_autograd_history_are_not_kept():
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     m = FineGrainedMetrics(3, calibration=True)
     m.update(torch.softmax(logits, dim=1), torch.zeros(2, 4, 4, dtype=torch.int64))
-    assert all(
-        not getattr(v, "requires_grad", False) for v in m.state() if v is not None
-    )
+    assert all(not getattr(v, "requires_grad", False) for v in m.state() if v is not None)
 
 
 # Bad input -------------------------------------------------------------------------

@@ -24,10 +24,11 @@ from jdt_array.backends.torchmetrics import FineGrainedMetrics  # noqa: E402
 OPTIONS = {
     "calibration": dict(num_classes=4, ignore_index=IGNORE, calibration=True, q=20),
     "binary": dict(num_classes=2, binary=True, q=50),
-    "compact-classes": dict(num_classes=4, ignore_index=IGNORE, classes=[1, 3],
-                            calibration=True, compact=True),
+    "compact-classes": dict(
+        num_classes=4, ignore_index=IGNORE, classes=[1, 3], calibration=True, compact=True
+    ),
     "multilabel": dict(num_classes=3, multilabel=True, ignore_index=IGNORE, q=30),
-}  # fmt: skip
+}
 IMAGES = 7
 
 
@@ -100,8 +101,9 @@ def test_forward_returns_the_batch_and_keeps_what_came_before():
     metric = FineGrainedMetrics(**OPTIONS["calibration"])
     metric.update(prob[:3], label[:3])
     batch = metric(prob[3:5], label[3:5])  # forward: this batch alone, and added
-    assert as_floats(batch) == pytest.approx(core_results("calibration", prob[3:5],
-                                                          label[3:5]), rel=1e-7)  # fmt: skip
+    assert as_floats(batch) == pytest.approx(
+        core_results("calibration", prob[3:5], label[3:5]), rel=1e-7
+    )
     ignored = torch.full_like(label[5:], IGNORE)
     with pytest.raises(ValueError, match="no pixel was evaluated"):
         metric(prob[5:], ignored)  # every pixel ignored: raises, as documented ...
@@ -130,8 +132,11 @@ def test_merge_state_refuses_other_options_with_the_core_message():
     for wrong in (narrower, FineGrainedMetrics(**{**options, "ignore_index": 0})):
         with pytest.raises(ValueError, match="cannot merge metrics with other options"):
             metric.merge_state(wrong)
-    with pytest.raises(ValueError, match=r"incoming state hold intersection of shape "
-                       r"\(7, 3\), but this metric needs \(B, 4\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"incoming state hold intersection of shape "
+        r"\(7, 3\), but this metric needs \(B, 4\)",
+    ):
         metric.merge_state(narrower.metric_state)
     metric.merge_state(other)  # (issue 24, item 6): the refusals changed nothing
     want = core_results("calibration", prob, label)
@@ -237,7 +242,11 @@ def test_importing_the_adapter_without_torchmetrics_names_the_extra():
         "except ImportError as err:\n    print(err)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(root)),
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "jdt-array[torchmetrics]" in out

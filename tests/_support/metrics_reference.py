@@ -195,8 +195,7 @@ def _mean(values, empty):
 
 def _dataset_level(images, scored, either):
     pooled = {
-        c: tuple(sum(im["counts"][c][i] for im in images) for i in range(3))
-        for c in scored
+        c: tuple(sum(im["counts"][c][i] for im in images) for i in range(3)) for c in scored
     }
     empty = 1.0 if either else NAN
     out = {}

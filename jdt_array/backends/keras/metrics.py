@@ -99,9 +99,11 @@ class FineGrainedMetric(keras.metrics.Metric):
         counts, sums = _state_dtypes()
         self._state = {
             name: self.add_variable(
-                shape=field.shape, initializer="zeros", name=name,
+                shape=field.shape,
+                initializer="zeros",
+                name=name,
                 dtype=counts if field.exact else sums,
-            )  # fmt: skip
+            )
             for name, field in self._core.layout.fields.items()
         }
 
