@@ -12,7 +12,13 @@ import sys
 import numpy as np
 import pytest
 from _support.inputs import IGNORE
-from _support.metrics import as_backend_float, assert_matches, make_label, make_prob
+from _support.metrics import (
+    as_backend_float,
+    assert_matches,
+    make_label,
+    make_multilabel_label,
+    make_prob,
+)
 from _support.metrics_reference import fine_grained_reference
 from _support.replicas import (
     Replicas,
@@ -51,8 +57,7 @@ def dataset(name, images=IMAGES, float_of=lambda x: x):
     prob = float_of(make_prob(rng, (images, options["num_classes"], 5, 6)))
     ignored = 0.1 if "ignore_index" in options else 0
     if options.get("multilabel"):
-        label = (rng.random(prob.shape) < prob + 0.2).astype(np.int64)
-        label = np.where(rng.random(prob.shape) < ignored, IGNORE, label)
+        label = make_multilabel_label(rng, prob, ignore_fraction=ignored)
     else:
         label = make_label(rng, prob, ignore_fraction=ignored)
     if "ignore_index" in options:
@@ -129,24 +134,25 @@ def synced_on_replicas(backend, name, layout):
     return HostGather(len(shards), backend.to_numpy).run(replica, shards), (prob, label)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", ["calibration", "binary"])
-def test_every_replica_computes_the_metrics_of_the_whole_dataset(backend, name, layout):
+def check_every_replica(backend, name, layout):
     replicas, (prob, label) = synced_on_replicas(backend, name, layout)
     expected = reference(prob, label, name)
     for metric in replicas:
         assert_matches(backend, metric.compute(), expected)
+        table = metric.per_class()
+        assert all(v.shape == (OPTIONS[name]["num_classes"],) for v in table.values())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["calibration", "binary"])
+def test_every_replica_computes_the_metrics_of_the_whole_dataset(backend, name, layout):
+    check_every_replica(backend, name, layout)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", ["compact-classes", "multilabel"])
 def test_compact_and_multilabel_replicas_sync_the_same_way(grid_backend, name, layout):
-    replicas, (prob, label) = synced_on_replicas(grid_backend, name, layout)
-    expected = reference(prob, label, name)
-    for metric in replicas:
-        assert_matches(grid_backend, metric.compute(), expected)
-        table = metric.per_class()
-        assert all(v.shape == (OPTIONS[name]["num_classes"],) for v in table.values())
+    check_every_replica(grid_backend, name, layout)
 
 
 def test_synced_leaves_the_local_metric_unchanged_and_counts_each_image_once():

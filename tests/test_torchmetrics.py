@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _support.inputs import IGNORE
-from _support.metrics import make_label, make_prob
+from _support.metrics import make_label, make_multilabel_label, make_prob
 from _support.replicas import run_torch_ranks
 
 import jdt_array
@@ -38,8 +38,7 @@ def dataset(name, images=IMAGES):
     prob = make_prob(rng, (images, options["num_classes"], 5, 6))
     ignored = 0.1 if "ignore_index" in options else 0
     if options.get("multilabel"):
-        label = (rng.random(prob.shape) < prob + 0.2).astype(np.int64)
-        label = np.where(rng.random(prob.shape) < ignored, IGNORE, label)
+        label = make_multilabel_label(rng, prob, ignore_fraction=ignored)
     else:
         label = make_label(rng, prob, ignore_fraction=ignored)
     return torch.asarray(prob), torch.asarray(label)

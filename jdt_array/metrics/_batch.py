@@ -10,20 +10,17 @@ add up, which is all :class:`~jdt_array.metrics.FineGrainedMetrics` needs.
 from __future__ import annotations
 
 import math
-import operator
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _checks as checks
 from .. import _kernels
 from .._array import compute_dtype, device, namespace_of
 from .._pixels import masked_mean, not_ignored
+from ._options import MetricOptions, scored_mask
 
 __all__ = ["BatchStatistics", "MetricOptions", "batch_statistics", "scored_mask"]
 
 Array = Any
-
-ACTIVATIONS = (None, "sigmoid")
 
 
 class BatchStatistics(NamedTuple):
@@ -45,118 +42,6 @@ class BatchStatistics(NamedTuple):
     sce_image: Array | None = None  # (B,) static calibration error of each image, in [0, 1]
     sce_gap: Array | None = None  # (C', K) per class and bin, summed over the batch
     kept_count: Array | None = None  # (B,) kept pixels (multi-label: kept entries)
-
-
-@dataclass(frozen=True)
-class MetricOptions:
-    """The checked options that decide what :func:`batch_statistics` counts and which
-    classes the scores average (``classes``: a sorted tuple, or None for all)."""
-
-    num_classes: int
-    ignore_index: int | None = None
-    binary: bool = False
-    num_bins: int = 10
-    calibration: bool = False
-    multilabel: bool = False
-    threshold: float = 0.5
-    activation: str | None = None
-    classes: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        checks.check_int("num_classes", self.num_classes, low=1)
-        checks.check_int("num_bins", self.num_bins, low=1)
-        checks.check_ignore_index(self.ignore_index)
-        for name in ("binary", "calibration", "multilabel"):
-            checks.check_bool(name, getattr(self, name))
-        if self.binary and self.num_classes != 2:
-            raise ValueError(
-                "binary=True scores the foreground class 1 of a two-class problem; "
-                f"it needs num_classes=2, got num_classes={self.num_classes}"
-            )
-        if self.binary and self.multilabel:
-            raise ValueError(
-                "binary=True and multilabel=True exclude each other: a two-class map of "
-                "class ids is binary, (B, C, ...) 0/1 labels are multi-label"
-            )
-        threshold = checks.check_real("threshold", self.threshold, low=0.0, strict=True)
-        if threshold >= 1:
-            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {ACTIVATIONS}, got {self.activation!r}"
-            )
-        if self.activation is not None and not self.multilabel:
-            raise ValueError(
-                f"activation={self.activation!r} applies to multi-label scores "
-                "(multilabel=True); the argmax of multi-class scores needs none"
-            )
-        if self.multilabel and self.calibration:
-            raise ValueError(
-                "calibration=True is not defined for multilabel=True: the calibration "
-                "errors of Wang et al. rank the classes of a softmax"
-            )
-        object.__setattr__(self, "classes", _checked_classes(self))
-
-    @property
-    def calibration_classes(self) -> int:
-        """C', the classes of the static calibration error: foreground only if binary."""
-        return 1 if self.binary else self.num_classes
-
-    @property
-    def scored(self) -> tuple[int, ...]:
-        """The classes whose scores enter the means: ``classes``, the foreground class 1
-        if binary, else all."""
-        if self.binary:
-            return (1,)
-        return tuple(range(self.num_classes)) if self.classes is None else self.classes
-
-    @property
-    def either(self) -> bool:
-        """Whether a class counts as present where label *or* prediction has it (binary
-        and multi-label: every class a binary problem) rather than where its label has
-        it (multi-class)."""
-        return self.binary or self.multilabel
-
-
-def scored_mask(xp: Any, options: MetricOptions, dev: Any) -> Array:
-    """(C,) booleans: the classes whose scores enter the means."""
-    scored = set(options.scored)
-    flags = [c in scored for c in range(options.num_classes)]
-    return xp.asarray(flags, dtype=xp.bool, device=dev)
-
-
-def _checked_classes(options: MetricOptions) -> tuple[int, ...] | None:
-    """``classes`` checked and sorted; None when it is None or names every class."""
-    classes, num_classes = options.classes, options.num_classes
-    if classes is None:
-        return None
-    if options.binary:
-        raise ValueError(
-            "classes= cannot be combined with binary=True, which scores class 1 only"
-        )
-    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
-        raise TypeError(f"classes must be a sequence of class ids, got {classes!r}")
-    ids = []
-    for value in classes:
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            ids.append(operator.index(value))
-        except TypeError:
-            raise TypeError(
-                f"classes must hold int class ids, got {value!r} in {classes!r}"
-            ) from None
-    if not ids:
-        raise ValueError("classes must name at least one class, got an empty sequence")
-    outside = [c for c in ids if not 0 <= c < num_classes]
-    if outside:
-        raise ValueError(
-            f"classes must be ids in [0, {num_classes}), got {outside} in {classes!r}"
-        )
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"classes must not repeat a class id, got {classes!r}")
-    ids = tuple(sorted(ids))
-    return None if ids == tuple(range(num_classes)) else ids
 
 
 def batch_statistics(
@@ -310,17 +195,23 @@ def _check_inputs(
             "prob_or_pred must hold floating probabilities or integer predictions, got "
             f"dtype {prob_or_pred.dtype}"
         )
-    axis = checks.normalize_class_axis(class_axis, len(shape), shape, name="prob_or_pred")
-    if shape[axis] != options.num_classes:
-        raise ValueError(
-            f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
-            f"class_axis={class_axis}, but num_classes={options.num_classes}"
-        )
+    axis = _class_axis(shape, options, class_axis)
     want = shape[:axis] + shape[axis + 1 :]
     if tuple(label.shape) != want:
         raise ValueError(
             f"label must have the shape of prob_or_pred {shape} without the class axis "
             f"{axis}, i.e. {want}, got {tuple(label.shape)}"
+        )
+    return axis
+
+
+def _class_axis(shape: tuple, options: MetricOptions, class_axis: Any) -> int:
+    """``class_axis`` of scores with ``shape``, checked to hold ``num_classes``."""
+    axis = checks.normalize_class_axis(class_axis, len(shape), shape, name="prob_or_pred")
+    if shape[axis] != options.num_classes:
+        raise ValueError(
+            f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
+            f"class_axis={class_axis}, but num_classes={options.num_classes}"
         )
     return axis
 
@@ -414,12 +305,7 @@ def _check_multilabel_inputs(xp, prob_or_pred, label, options, class_axis) -> in
         raise TypeError(
             f"activation='sigmoid' takes floating logits, got prob_or_pred of dtype {kind}"
         )
-    axis = checks.normalize_class_axis(class_axis, len(shape), shape, name="prob_or_pred")
-    if shape[axis] != options.num_classes:
-        raise ValueError(
-            f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
-            f"class_axis={class_axis}, but num_classes={options.num_classes}"
-        )
+    axis = _class_axis(shape, options, class_axis)
     if label_shape != shape:
         raise ValueError(
             f"multi-label label must have the shape of prob_or_pred {shape} (one 0/1 "

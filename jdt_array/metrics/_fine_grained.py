@@ -9,7 +9,8 @@ import numpy as np
 
 from .. import _checks as checks
 from .._array import eager_any, namespace_of
-from ._batch import BatchStatistics, MetricOptions, statistics_of
+from ._batch import BatchStatistics, statistics_of
+from ._options import MetricOptions
 from ._state import CompactStatistics, StateLayout, append_part, compact_of, same_place
 from ._summary import per_class_results, summarize
 

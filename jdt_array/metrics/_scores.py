@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._array import device
-from ._batch import MetricOptions, scored_mask
+from ._options import MetricOptions, scored_mask
 
 __all__ = [
     "SCORES",

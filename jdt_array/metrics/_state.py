@@ -30,7 +30,8 @@ import numpy as np
 from array_api_compat import to_device
 
 from .._array import device, namespace_of
-from ._batch import BatchStatistics, MetricOptions
+from ._batch import BatchStatistics
+from ._options import MetricOptions
 from ._scores import SCORES, float_dtype, masked_sum, pair_levels
 
 __all__ = [
