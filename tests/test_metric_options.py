@@ -538,3 +538,29 @@ def test_compact_and_per_image_metrics_do_not_merge():
         FineGrainedMetrics(3).merge(FineGrainedMetrics(3, compact=True))
     with pytest.raises(ValueError, match="other options"):
         FineGrainedMetrics(3).merge(FineGrainedMetrics(3, classes=[1, 2]))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"compact": True, "classes": [1, 2], "calibration": True},
+     {"multilabel": True, "compact": True}, {"multilabel": True, "ignore_index": IGNORE}],
+    ids=["compact-classes", "multilabel-compact", "multilabel"],
+)  # fmt: skip
+def test_update_reads_nothing_on_the_meta_device(options):
+    """Where every host read raises: the core and the torchmetrics metric keep their
+    state on the device, batch after batch (parts merged on the way)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchmetrics")
+    from jdt_array.backends.torchmetrics import FineGrainedMetrics as Adapter
+
+    shape = (2, 4, 5, 6)
+    prob = torch.empty(shape, device="meta")
+    label_shape = shape if options.get("multilabel") else (2, 5, 6)
+    label = torch.empty(label_shape, dtype=torch.long, device="meta")
+    core, adapter = FineGrainedMetrics(4, **options), Adapter(4, **options).to("meta")
+    for _ in range(3):
+        core.update(prob, label)
+        adapter.update(prob, label)
+    for value in (*core.state(), *adapter.metric_state.values()):
+        for part in value if isinstance(value, list) else [value]:
+            assert part is None or part.device.type == "meta"
