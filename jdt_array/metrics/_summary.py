@@ -90,9 +90,11 @@ def level_results(xp: Any, state: CompactStatistics, options: MetricOptions) -> 
     for p, s in enumerate(count_sets(options)):
         tp, pred, label = (state.counts[p, i, :] for i in range(3))
         classes = _dataset_scores(xp, tp, pred, label, scored, options)  # (3, C)
-        pooled = [xp.sum(xp.where(scored, v, 0)) for v in (tp, pred, label)]
-        dtype = classes.dtype
-        pooled = [xp.astype(v, dtype) for v in pooled]
+        # the counts of the scored classes pooled: Acc is their recall
+        pooled = [
+            xp.astype(xp.sum(xp.where(scored, v, 0)), classes.dtype)
+            for v in (tp, pred, label)
+        ]
         values = {"Acc": ratios(xp, *pooled, options.either)[0]} if not s.prefix else {}
         for k, score in enumerate(SCORES):
             if score in s.keys:
@@ -109,10 +111,9 @@ def level_results(xp: Any, state: CompactStatistics, options: MetricOptions) -> 
     if options.calibration:
         results.update(_calibration(xp, state, scored, options))
     return {
-        key: xp.where(has_images, 100.0 * value if key not in CALIBRATION else
-                      CALIBRATION[key] * value, math.nan)
+        key: xp.where(has_images, CALIBRATION.get(key, 100.0) * value, math.nan)
         for key, value in results.items()
-    }  # fmt: skip
+    }
 
 
 def per_class_results(xp: Any, state: CompactStatistics, options: MetricOptions) -> dict:
