@@ -119,7 +119,8 @@ class FineGrainedMetrics:
         num_classes: C; labels hold class ids 0 .. C - 1 (or ``ignore_index``).
         ignore_index: label value whose pixels are dropped, or None.
         binary: two classes, foreground class 1 only (see above).
-        q: the worst-case percentage of ``m...{q}`` keys, 0 < q <= 100.
+        q: the worst-case percentage of ``m...{q}`` keys, 0 < q <= 100 (unused with
+            ``compact=True``, which has no worst cases).
         num_bins: K, the number of confidence bins for calibration.
         calibration: also compute ECED, ECEI, SCED, SCEI (needs probabilities).
         eager_checks: raise invalid values in ``update`` (one device sync per batch).
