@@ -12,7 +12,13 @@ import sys
 import numpy as np
 import pytest
 from _support.inputs import IGNORE
-from _support.metrics import as_backend_float, assert_matches, make_label, make_prob
+from _support.metrics import (
+    as_backend_float,
+    assert_matches,
+    make_label,
+    make_multilabel_label,
+    make_prob,
+)
 from _support.metrics_reference import fine_grained_reference
 from _support.replicas import (
     Replicas,
@@ -24,12 +30,24 @@ from _support.replicas import (
 )
 
 from jdt_array.metrics import BatchStatistics, FineGrainedMetrics, batch_statistics
+from jdt_array.metrics._state import is_per_image
 
 IMAGES = 6
 OPTIONS = {
     "calibration": {"num_classes": 4, "ignore_index": IGNORE, "calibration": True, "q": 20},
     "binary": {"num_classes": 2, "binary": True, "calibration": True, "q": 50},
-}
+    "compact-classes": {"num_classes": 4, "ignore_index": IGNORE, "classes": [0, 2],
+                        "calibration": True, "compact": True},
+    "multilabel": {"num_classes": 3, "multilabel": True, "ignore_index": IGNORE, "q": 30},
+}  # fmt: skip
+
+
+def reference(prob, label, name, **more):
+    """The float64 definitions of ``name``'s keys (no worst cases when compact)."""
+    options = {k: v for k, v in {**OPTIONS[name], **more}.items() if k != "compact"}
+    return fine_grained_reference(
+        prob, label, worst=not OPTIONS[name].get("compact"), **options
+    )
 
 
 def dataset(name, images=IMAGES, float_of=lambda x: x):
@@ -37,7 +55,11 @@ def dataset(name, images=IMAGES, float_of=lambda x: x):
     rng = np.random.default_rng(sum(map(ord, name)))
     options = OPTIONS[name]
     prob = float_of(make_prob(rng, (images, options["num_classes"], 5, 6)))
-    label = make_label(rng, prob, ignore_fraction=0.1 if "ignore_index" in options else 0)
+    ignored = 0.1 if "ignore_index" in options else 0
+    if options.get("multilabel"):
+        label = make_multilabel_label(rng, prob, ignore_fraction=ignored)
+    else:
+        label = make_label(rng, prob, ignore_fraction=ignored)
     if "ignore_index" in options:
         label[1] = IGNORE  # an image with every pixel ignored is skipped
     return prob, label
@@ -82,12 +104,12 @@ class HostGather(Replicas):
             self.barrier.wait()
             fields = [
                 None if parts[0] is None
-                else sum(parts) if name == "sce_gap"
-                else np.concatenate(parts)
-                for name, *parts in zip(BatchStatistics._fields, *self.slots, strict=True)
+                else np.concatenate(parts) if is_per_image(stats, name)
+                else sum(parts)
+                for name, *parts in zip(type(stats)._fields, *self.slots, strict=True)
             ]  # fmt: skip
             self.barrier.wait()
-            return BatchStatistics(*fields)
+            return type(stats)(*fields)
 
         return gather
 
@@ -112,13 +134,25 @@ def synced_on_replicas(backend, name, layout):
     return HostGather(len(shards), backend.to_numpy).run(replica, shards), (prob, label)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", OPTIONS)
-def test_every_replica_computes_the_metrics_of_the_whole_dataset(backend, name, layout):
+def check_every_replica(backend, name, layout):
     replicas, (prob, label) = synced_on_replicas(backend, name, layout)
-    expected = fine_grained_reference(prob, label, **OPTIONS[name])
+    expected = reference(prob, label, name)
     for metric in replicas:
         assert_matches(backend, metric.compute(), expected)
+        table = metric.per_class()
+        assert all(v.shape == (OPTIONS[name]["num_classes"],) for v in table.values())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["calibration", "binary"])
+def test_every_replica_computes_the_metrics_of_the_whole_dataset(backend, name, layout):
+    check_every_replica(backend, name, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["compact-classes", "multilabel"])
+def test_compact_and_multilabel_replicas_sync_the_same_way(grid_backend, name, layout):
+    check_every_replica(grid_backend, name, layout)
 
 
 def test_synced_leaves_the_local_metric_unchanged_and_counts_each_image_once():
@@ -150,8 +184,10 @@ def test_an_empty_replica_sends_empty_statistics_of_the_right_shape():
     synced = metric.synced(lambda stats: sent.append(stats) or other)
     (stats,) = sent
     assert [tuple(np.shape(v)) for v in stats] == [
-        (0, 2), (0, 2), (0, 2), (0,), (0,), (0, 7), (0,), (1, 7),
+        (0, 2), (0, 2), (0, 2), (0,), (0,), (0, 7), (0,), (1, 7), (0,),
     ]  # fmt: skip
+    # integer counts in int64, gaps in float64: what the other replicas send
+    assert [np.asarray(v).dtype.kind for v in stats] == list("iiiiifffi")
     assert not np.any(stats.sce_gap)
     expected = fine_grained_reference(prob, label, **OPTIONS["binary"], num_bins=7)
     assert synced.compute() == pytest.approx(expected, rel=1e-12)
@@ -177,7 +213,8 @@ def test_a_gather_with_statistics_of_other_options_is_refused():
     metric = FineGrainedMetrics(**OPTIONS["calibration"])
     metric.update(prob, label)
     narrower = FineGrainedMetrics(3).statistics(np.argmax(prob, axis=1) % 3, label % 3)
-    with pytest.raises(ValueError, match="stats hold counts of shape"):
+    message = r"stats hold intersection of shape \(6, 3\), but this metric needs \(B, 4\)"
+    with pytest.raises(ValueError, match=message):
         metric.synced(lambda stats: narrower)
     with pytest.raises(TypeError, match="BatchStatistics"):
         metric.synced(lambda stats: tuple(stats))
@@ -190,7 +227,10 @@ WORLD = 2
 TORCH_CASES = {
     "uneven": ("calibration", LAYOUTS["uneven"]),
     "one-empty": ("binary", LAYOUTS["one-empty"]),
+    "compact": ("compact-classes", LAYOUTS["one-empty"]),
+    "multilabel": ("multilabel", LAYOUTS["uneven"]),
     "nothing": ("binary", [[], []]),
+    "compact-nothing": ("compact-classes", [[], []]),
     "bad-label": ("calibration", LAYOUTS["uneven"]),
 }
 TIMEOUT_S = 60
@@ -241,10 +281,10 @@ def ranks(tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("case", ["uneven", "one-empty"])
+@pytest.mark.parametrize("case", ["uneven", "one-empty", "compact", "multilabel"])
 def test_every_rank_computes_the_metrics_of_the_whole_dataset(ranks, case):
     name, _ = TORCH_CASES[case]
-    expected = fine_grained_reference(*dataset(name), **OPTIONS[name])
+    expected = reference(*dataset(name), name)
     for result in ranks:
         assert result[case]["results"] == pytest.approx(expected, rel=1e-12)
 
@@ -266,6 +306,7 @@ def expected_all(name):
 def test_no_image_on_any_rank_is_an_error_on_every_rank(ranks):
     for result in ranks:
         assert "needs at least one update" in result["nothing"]["error"]
+        assert "needs at least one update" in result["compact-nothing"]["error"]
 
 
 def test_invalid_labels_on_one_rank_raise_on_every_rank(ranks):
@@ -351,7 +392,5 @@ def devices(tmp_path_factory):
 def test_gathered_device_statistics_give_the_metrics_of_the_whole_dataset(
     devices, name, transform
 ):
-    expected = fine_grained_reference(
-        *dataset(name, images=STEPS * 2 * DEVICES), **OPTIONS[name]
-    )
+    expected = reference(*dataset(name, images=STEPS * 2 * DEVICES), name)
     assert devices[f"{name}/{transform}"] == pytest.approx(expected, rel=1e-12)

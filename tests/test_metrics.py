@@ -285,27 +285,38 @@ def test_statistics_are_per_image_counts_independent_of_image_size():
 HOST_READS = ("__bool__", "__int__", "__float__", "__index__", "__array__", "__dlpack__")
 
 
-def test_update_reads_nothing_back_to_the_host(monkeypatch):
+@pytest.mark.parametrize(
+    "options",
+    [{"calibration": True}, {"calibration": True, "compact": True, "classes": [1, 3]},
+     {"multilabel": True, "compact": True}],
+    ids=["per-image", "compact", "multilabel"],
+)  # fmt: skip
+def test_update_reads_nothing_back_to_the_host(monkeypatch, options):
     xp = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(6)
     prob = make_prob(rng, SHAPE)
     label = make_label(rng, prob)
     label[0, 0, 0] = 7  # out of range: counted on the device, raised by compute
+    if options.get("multilabel"):
+        label = np.stack([label == c for c in range(4)], axis=1).astype(np.int64)
+        label[0, 0, 0, 0] = 7
 
     def refuse(*args, **kwargs):
         raise AssertionError("read back to the host")
 
     for name in HOST_READS:  # every way a strict array's values reach Python or NumPy
         monkeypatch.setattr(type(xp.asarray(0)), name, refuse)
-    m = FineGrainedMetrics(4, calibration=True)
+    m = FineGrainedMetrics(4, **options)
     for _ in range(3):
         m.update(xp.asarray(prob), xp.asarray(label))
     with pytest.raises(AssertionError, match="host"):
         m.compute()  # the one sync point does read
     with pytest.raises(AssertionError, match="host"):
-        FineGrainedMetrics(4, eager_checks=True).update(xp.asarray(prob), xp.asarray(label))
+        FineGrainedMetrics(4, eager_checks=True, **options).update(
+            xp.asarray(prob), xp.asarray(label)
+        )
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="3 pixels with class ids"):
+    with pytest.raises(ValueError, match=r"3 (pixels with class ids|entries)"):
         m.compute()
 
 
@@ -315,9 +326,7 @@ def test_probabilities_with_autograd_history_are_not_kept():
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     m = FineGrainedMetrics(3, calibration=True)
     m.update(torch.softmax(logits, dim=1), torch.zeros(2, 4, 4, dtype=torch.int64))
-    assert all(
-        not getattr(v, "requires_grad", False) for v in m._pending[0] if v is not None
-    )
+    assert all(not getattr(v, "requires_grad", False) for v in m.state() if v is not None)
 
 
 # Bad input -------------------------------------------------------------------------
@@ -475,3 +484,20 @@ def test_merge_of_random_shards_equals_one_pass(data, shard_of):
     assert shards[0].compute() == pytest.approx(
         _metrics(pred, label, num_classes + 1, q=30)
     )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_torch_cpu_argmax_of_many_classes_in_any_float_dtype(dtype):
+    """From 32 classes on, PyTorch's CPU argmax runs NumPy's running maximum on the
+    tensor's memory (bfloat16, which NumPy lacks, keeps the torch form): the first
+    maximum, the first NaN, as torch.argmax; strided views too."""
+    torch = pytest.importorskip("torch")
+    from jdt_array._kernels import argmax
+
+    xp = pytest.importorskip("array_api_compat.torch")
+    rng = np.random.default_rng(9)
+    scores = torch.asarray(np.round(rng.random((2, 5, 40, 6)), 1)).to(getattr(torch, dtype))
+    scores[0, 3, :2] = torch.nan
+    for x, axis in ((scores, 2), (scores.movedim(2, 1), 1), (scores[:, :, ::2], 2)):
+        want = torch.argmax(x.float(), dim=axis)
+        assert torch.equal(argmax(xp, x, axis).long(), want)

@@ -39,6 +39,7 @@ from ..jdt import JDTOptions, loss_of, prepare_jdt, statistics_of
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
 from ..metrics import BatchStatistics
+from ..metrics._state import is_per_image
 from ..named_losses import refuse_weights, weights_among
 
 __all__ = [
@@ -200,20 +201,22 @@ def gather_statistics(stats: BatchStatistics, axis_name: Any) -> BatchStatistics
 
     For evaluation inside ``shard_map`` (or ``pmap``) over ``axis_name``: the per-image
     fields of :func:`jdt_array.metrics.batch_statistics` are concatenated over the
-    devices in axis order with ``jax.lax.all_gather``, and the summed per-class
-    calibration gaps are added with ``jax.lax.psum``. Every device gets the same
-    result, which :meth:`~jdt_array.metrics.FineGrainedMetrics.update_statistics`
-    takes as one batch; the metrics then equal a single pass over the global batch.
+    devices in axis order with ``jax.lax.all_gather``, and the summed fields (the
+    per-class calibration gaps; every field of a
+    :class:`~jdt_array.metrics.CompactStatistics`) are added with ``jax.lax.psum``.
+    Every device gets the same result, which
+    :meth:`~jdt_array.metrics.FineGrainedMetrics.update_statistics` takes as one
+    batch; the metrics then equal a single pass over the global batch.
     """
     fields = {}
     for name, value in stats._asdict().items():
         if value is None:
             fields[name] = None
-        elif name == "sce_gap":  # already summed over the images: add the devices'
-            fields[name] = jax.lax.psum(value, axis_name)
-        else:
+        elif is_per_image(stats, name):
             fields[name] = _all_gather(value, axis_name)
-    return BatchStatistics(**fields)
+        else:  # already summed over the images: add the devices'
+            fields[name] = jax.lax.psum(value, axis_name)
+    return type(stats)(**fields)
 
 
 # Newer JAX types values inside shard_map as varying or invariant over each axis, and

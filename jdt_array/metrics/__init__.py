@@ -8,5 +8,6 @@ Intersection over Union", NeurIPS 2023: the metrics the JDT losses are aligned w
 
 from ._batch import BatchStatistics, batch_statistics
 from ._fine_grained import FineGrainedMetrics
+from ._state import CompactStatistics
 
-__all__ = ["BatchStatistics", "FineGrainedMetrics", "batch_statistics"]
+__all__ = ["BatchStatistics", "CompactStatistics", "FineGrainedMetrics", "batch_statistics"]

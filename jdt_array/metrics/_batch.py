@@ -10,15 +10,15 @@ add up, which is all :class:`~jdt_array.metrics.FineGrainedMetrics` needs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _checks as checks
 from .. import _kernels
 from .._array import compute_dtype, device, namespace_of
 from .._pixels import masked_mean, not_ignored
+from ._options import MetricOptions, scored_mask
 
-__all__ = ["BatchStatistics", "MetricOptions", "batch_statistics"]
+__all__ = ["BatchStatistics", "MetricOptions", "batch_statistics", "scored_mask"]
 
 Array = Any
 
@@ -26,8 +26,11 @@ Array = Any
 class BatchStatistics(NamedTuple):
     """Pixel counts of one batch; B images, C classes, K confidence bins.
 
-    Per-image fields (leading axis B) concatenate across batches; ``sce_gap`` adds up.
-    A pixel counts only where its label is kept (not ``ignore_index``) and a class id.
+    Per-image fields (leading axis B) concatenate across batches; ``sce_gap`` adds up
+    (:mod:`jdt_array.metrics._state` lists each field's kind and shape). A pixel counts
+    only where its label is kept (not ``ignore_index``) and a class id. Multi-label: an
+    entry (pixel, class) counts where its label is kept and 0 or 1, and the class
+    counts are those of the class's own binary problem.
     """
 
     intersection: Array  # (B, C) pixels predicted c and labelled c
@@ -38,34 +41,7 @@ class BatchStatistics(NamedTuple):
     ece_gap: Array | None = None  # (B, K) per bin of max-confidence: #correct - sum conf
     sce_image: Array | None = None  # (B,) static calibration error of each image, in [0, 1]
     sce_gap: Array | None = None  # (C', K) per class and bin, summed over the batch
-
-
-@dataclass(frozen=True)
-class MetricOptions:
-    """The checked options that decide what :func:`batch_statistics` counts."""
-
-    num_classes: int
-    ignore_index: int | None = None
-    binary: bool = False
-    num_bins: int = 10
-    calibration: bool = False
-
-    def __post_init__(self) -> None:
-        checks.check_int("num_classes", self.num_classes, low=1)
-        checks.check_int("num_bins", self.num_bins, low=1)
-        checks.check_ignore_index(self.ignore_index)
-        checks.check_bool("binary", self.binary)
-        checks.check_bool("calibration", self.calibration)
-        if self.binary and self.num_classes != 2:
-            raise ValueError(
-                "binary=True scores the foreground class 1 of a two-class problem; "
-                f"it needs num_classes=2, got num_classes={self.num_classes}"
-            )
-
-    @property
-    def calibration_classes(self) -> int:
-        """C', the classes of the static calibration error: foreground only if binary."""
-        return 1 if self.binary else self.num_classes
+    kept_count: Array | None = None  # (B,) kept pixels (multi-label: kept entries)
 
 
 def batch_statistics(
@@ -77,6 +53,10 @@ def batch_statistics(
     binary: bool = False,
     num_bins: int = 10,
     calibration: bool = False,
+    multilabel: bool = False,
+    threshold: float = 0.5,
+    activation: str | None = None,
+    classes: Any = None,
     class_axis: int = 1,
 ) -> BatchStatistics:
     """Per-image pixel counts of a batch; a pure function that also runs under ``jax.jit``.
@@ -89,26 +69,45 @@ def batch_statistics(
     ``bad_label`` and out-of-range integer predictions (or, with calibration,
     probabilities outside [0, 1]) in ``bad_prediction``, to be reported by the caller.
 
+    Multi-label (``multilabel=True``): ``prob_or_pred`` and ``label`` both have the
+    class axis, every class is a binary problem. An entry (pixel, class) is predicted
+    positive where its probability exceeds ``threshold`` (with
+    ``activation="sigmoid"``: where sigmoid(logit) > threshold, i.e. logit > log(t /
+    (1 - t))), or where an integer (or boolean) prediction is 1; its label is 0 or 1,
+    and ``ignore_index`` drops that entry only (the other classes of the pixel still
+    count). Probabilities outside [0, 1], NaN logits and integer predictions other
+    than 0 and 1 are counted in ``bad_prediction``, labels other than 0, 1 and
+    ``ignore_index`` in ``bad_label``.
+
     Calibration (Wang et al., NeurIPS 2023, following Guo et al. 2017 and Nixon et al.
     2019) sorts confidences into ``num_bins`` equal-width bins [k/K, (k+1)/K), the last
     one closed. With n pixels in an image, the expected calibration error is
     ``sum_k |#correct_k - sum conf_k| / n`` for the max-probability confidence and
     argmax correctness; the static calibration error does the same per class c with
     confidence p_c and "correct" meaning label = prediction = c, averaged over the
-    classes in the image's label (the foreground class only if ``binary``).
+    classes in the image's label (among ``classes``; the foreground class only if
+    ``binary``).
 
     Args:
         prob_or_pred: probabilities or scores (B, C, *spatial) with ``class_axis=1``, or
-            (B, *spatial, C) with ``class_axis=-1``; or integer predictions (B, *spatial).
+            (B, *spatial, C) with ``class_axis=-1``; or integer predictions (B, *spatial)
+            (multi-label: (B, C, *spatial) or (B, *spatial, C) 0/1 predictions).
             Only the argmax of scores is used unless ``calibration`` is on, which needs
             probabilities (e.g. a softmax).
         label: integer class ids (B, *spatial); ``ignore_index`` marks dropped pixels.
+            Multi-label: 0/1 integers or booleans shaped like ``prob_or_pred``.
         num_classes: C; class ids are 0 .. C - 1.
-        ignore_index: label value whose pixels are dropped, or None.
+        ignore_index: label value whose pixels (multi-label: entries) are dropped, or
+            None.
         binary: two classes, only the foreground class 1 is scored.
         num_bins: K, the number of confidence bins.
         calibration: also collect the calibration fields (needs probabilities).
-        class_axis: the class axis of probabilities.
+        multilabel: (B, C, *spatial) 0/1 labels, every class a binary problem.
+        threshold: multi-label: the probability above which an entry is positive.
+        activation: multi-label: ``"sigmoid"`` for logits, None for probabilities.
+        classes: the class ids the scores average (only the per-image static
+            calibration error depends on it here); None for all.
+        class_axis: the class axis of probabilities (and multi-label labels).
 
     Returns:
         A :class:`BatchStatistics` in the namespace and on the device of the inputs;
@@ -120,12 +119,24 @@ def batch_statistics(
         ValueError: shapes that do not fit, a class axis with another number of classes
             than ``num_classes``, options out of range, different devices.
     """
-    options = MetricOptions(num_classes, ignore_index, binary, num_bins, calibration)
+    options = MetricOptions(
+        num_classes, ignore_index, binary, num_bins, calibration, multilabel, threshold,
+        activation, classes,
+    )  # fmt: skip
+    return statistics_of(prob_or_pred, label, options, class_axis)
+
+
+def statistics_of(
+    prob_or_pred: Array, label: Array, options: MetricOptions, class_axis: int = 1
+) -> BatchStatistics:
+    """:func:`batch_statistics` with options checked already."""
     xp = namespace_of(prob_or_pred=prob_or_pred, label=label)
+    if options.multilabel:
+        return _multilabel_statistics(xp, prob_or_pred, label, options, class_axis)
     axis = _check_inputs(xp, prob_or_pred, label, options, class_axis)
     shape = tuple(label.shape)
     flat = (shape[0], math.prod(shape[1:]))
-    C = num_classes
+    C = options.num_classes
     lab, counted, bad_label = _label_ids(xp, xp.reshape(label, flat), options)
     if axis is None:
         pred = _widen(xp, xp.reshape(prob_or_pred, flat))
@@ -143,8 +154,10 @@ def batch_statistics(
         label_count=label_count,
         bad_label=bad_label,
         bad_prediction=bad_prediction,
+        # each kept pixel with a class id is labelled with exactly one class
+        kept_count=xp.sum(label_count, axis=1),
     )
-    if not calibration:
+    if not options.calibration:
         return stats
     hit = xp.where(prd == lab, lab, C)  # the class of correctly predicted pixels, else C
     return _with_calibration(
@@ -157,7 +170,11 @@ def _check_inputs(
 ) -> int | None:
     """Check dtypes and shapes; the class axis of probabilities, or None for predictions."""
     if not xp.isdtype(label.dtype, "integral"):
-        raise TypeError(f"label must be an integer array of class ids, got {label.dtype}")
+        raise TypeError(
+            f"label must be an integer array of class ids, got {label.dtype}; cast class "
+            "ids held in floats to an integer dtype (multi-label 0/1 masks: "
+            "multilabel=True)"
+        )
     if label.ndim < 1:
         raise ValueError(f"label must have shape (B, ...), got shape {tuple(label.shape)}")
     shape = tuple(prob_or_pred.shape)
@@ -178,17 +195,23 @@ def _check_inputs(
             "prob_or_pred must hold floating probabilities or integer predictions, got "
             f"dtype {prob_or_pred.dtype}"
         )
-    axis = checks.normalize_class_axis(class_axis, len(shape), shape, name="prob_or_pred")
-    if shape[axis] != options.num_classes:
-        raise ValueError(
-            f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
-            f"class_axis={class_axis}, but num_classes={options.num_classes}"
-        )
+    axis = _class_axis(shape, options, class_axis)
     want = shape[:axis] + shape[axis + 1 :]
     if tuple(label.shape) != want:
         raise ValueError(
             f"label must have the shape of prob_or_pred {shape} without the class axis "
             f"{axis}, i.e. {want}, got {tuple(label.shape)}"
+        )
+    return axis
+
+
+def _class_axis(shape: tuple, options: MetricOptions, class_axis: Any) -> int:
+    """``class_axis`` of scores with ``shape``, checked to hold ``num_classes``."""
+    axis = checks.normalize_class_axis(class_axis, len(shape), shape, name="prob_or_pred")
+    if shape[axis] != options.num_classes:
+        raise ValueError(
+            f"prob_or_pred with shape {shape} has {shape[axis]} classes along "
+            f"class_axis={class_axis}, but num_classes={options.num_classes}"
         )
     return axis
 
@@ -232,8 +255,86 @@ def _one_hot(xp, ids: Array, classes: Array) -> Array:
     return xp.expand_dims(ids, axis=1) == classes
 
 
-def _count(xp, mask: Array, axis: int) -> Array:
+def _count(xp, mask: Array, axis: int | tuple[int, ...]) -> Array:
     return xp.count_nonzero(mask, axis=axis)
+
+
+# -- multi-label ---------------------------------------------------------------------
+
+
+def _multilabel_statistics(xp, prob_or_pred, label, options: MetricOptions, class_axis):
+    """The counts of every class's binary problem, from (B, C, ...) entries."""
+    axis = _check_multilabel_inputs(xp, prob_or_pred, label, options, class_axis)
+    x, y = (_classes_second(xp, v, axis) for v in (prob_or_pred, label))
+    positive, pred_ok = _positive_predictions(xp, x, options)
+    if y.dtype == xp.bool:
+        label_one, counted, bad = y, xp.ones_like(y), xp.zeros_like(y)
+    else:
+        y = _widen(xp, y)
+        kept = not_ignored(xp, y, options.ignore_index)
+        valid = (y == 0) | (y == 1)
+        counted = valid if kept is None else valid & kept
+        bad = ~valid if kept is None else ~valid & kept
+        label_one = (y == 1) & counted
+    predicted = positive & counted
+    return BatchStatistics(
+        intersection=_count(xp, predicted & label_one, 2),
+        pred_count=_count(xp, predicted, 2),
+        label_count=_count(xp, label_one, 2),
+        bad_label=_count(xp, bad, (1, 2)),
+        bad_prediction=_count(xp, ~pred_ok & counted, (1, 2)),
+        kept_count=_count(xp, counted, (1, 2)),
+    )
+
+
+def _check_multilabel_inputs(xp, prob_or_pred, label, options, class_axis) -> int:
+    """Check dtypes and shapes of multi-label inputs; the class axis."""
+    shape, label_shape = tuple(prob_or_pred.shape), tuple(label.shape)
+    if not (xp.isdtype(label.dtype, "integral") or label.dtype == xp.bool):
+        raise TypeError(
+            "multi-label label must hold 0/1 integers or booleans, got dtype "
+            f"{label.dtype}; cast a float mask to an integer dtype"
+        )
+    kind = prob_or_pred.dtype
+    if not (xp.isdtype(kind, ("integral", "real floating")) or kind == xp.bool):
+        raise TypeError(
+            "prob_or_pred must hold probabilities, logits or 0/1 predictions, got dtype "
+            f"{kind}"
+        )
+    if options.activation == "sigmoid" and not xp.isdtype(kind, "real floating"):
+        raise TypeError(
+            f"activation='sigmoid' takes floating logits, got prob_or_pred of dtype {kind}"
+        )
+    axis = _class_axis(shape, options, class_axis)
+    if label_shape != shape:
+        raise ValueError(
+            f"multi-label label must have the shape of prob_or_pred {shape} (one 0/1 "
+            f"channel per class), got {label_shape}"
+        )
+    return axis
+
+
+def _classes_second(xp, x: Array, axis: int) -> Array:
+    """(B, C, N) from an array with its classes on ``axis``."""
+    if axis != 1:
+        x = xp.permute_dims(x, (0, axis, *(a for a in range(1, x.ndim) if a != axis)))
+    return xp.reshape(x, (x.shape[0], x.shape[1], math.prod(x.shape[2:])))
+
+
+def _positive_predictions(xp, x: Array, options: MetricOptions):
+    """(positive, valid) booleans of multi-label predictions, probabilities or logits."""
+    t = options.threshold
+    if x.dtype == xp.bool:
+        return x, xp.ones_like(x)
+    if xp.isdtype(x.dtype, "integral"):
+        return x == 1, (x == 0) | (x == 1)
+    if options.activation == "sigmoid":
+        # sigmoid(z) > t exactly where z > log(t / (1 - t)): no exp of the logits
+        return x > math.log(t / (1 - t)), ~xp.isnan(x)
+    return x > t, (x >= 0) & (x <= 1)  # NaN is invalid too
+
+
+# -- calibration ---------------------------------------------------------------------
 
 
 def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
@@ -257,7 +358,7 @@ def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
     class_gaps = _binned_gaps(
         xp, p, _one_hot(xp, hit, classes), xp.expand_dims(counted, axis=1), options.num_bins
     )
-    pixels = xp.astype(xp.sum(stats.label_count, axis=1), dtype)
+    pixels = xp.astype(stats.kept_count, dtype)
     has_pixels = xp.expand_dims(pixels > 0, axis=1)
     per_class = xp.sum(xp.abs(class_gaps), axis=2) / xp.where(
         has_pixels, xp.expand_dims(pixels, axis=1), 1.0
@@ -265,7 +366,10 @@ def _with_calibration(xp, stats, prob, axis, flat, lab, hit, counted, options):
     if options.binary:
         sce_image = per_class[:, 0]
     else:
-        sce_image = masked_mean(xp, per_class, stats.label_count > 0, axis=1)
+        present = stats.label_count > 0
+        if options.classes is not None:
+            present = present & scored_mask(xp, options, device(present))
+        sce_image = masked_mean(xp, per_class, present, axis=1)
     return stats._replace(
         bad_prediction=bad_prediction,
         ece_gap=ece_gap,

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from array_api_compat import to_device
 
 from .. import _checks as checks
-from .._array import device, eager_any, namespace_of
-from ._batch import BatchStatistics, MetricOptions, batch_statistics
-from ._summary import HostStatistics, summarize
+from .._array import eager_any, namespace_of
+from ._batch import BatchStatistics, statistics_of
+from ._options import MetricOptions
+from ._state import CompactStatistics, StateLayout, append_part, compact_of, same_place
+from ._summary import per_class_results, summarize
 
-__all__ = ["FineGrainedMetrics"]
+__all__ = ["FineGrainedMetrics", "check_mergeable"]
 
 Array = Any
-
-# Pending batches are concatenated on their device into one chunk this often, so that
-# long evaluations keep a few large arrays instead of thousands of small ones.
-_FOLD_EVERY = 32
 
 
 class FineGrainedMetrics:
@@ -31,7 +28,8 @@ class FineGrainedMetrics:
     (tp + fn), IoU = tp / (tp + fp + fn) and Dice = 2 tp / (2 tp + fp + fn):
 
     * D (dataset), keys ``Acc``, ``mAccD``, ``mIoUD``, ``mDiceD``: tp, fp, fn of each class
-      summed over the dataset, then the mean over classes. ``Acc`` is pixel accuracy.
+      summed over the dataset, then the mean over classes. ``Acc`` is pixel accuracy
+      (with ``classes``: over the pixels labelled with one of them).
     * I (image), ``mAccI``, ``mIoUI``, ``mDiceI``: per image the mean over the classes in
       its label, then the mean over images.
     * C (class), ``mAccC``, ``mIoUC``, ``mDiceC``: per class the mean over the images whose
@@ -51,6 +49,27 @@ class FineGrainedMetrics:
       then foreground recall, and an image whose prediction has foreground but whose
       label has none scores Acc 0 (the reference divides 0 by 0 there). The same rules
       apply to the pooled counts of level D. Calibration: SCE uses class 1 only.
+    * ``classes`` (a sequence of class ids, e.g. ``range(1, C)`` to leave the
+      background out): only these classes enter the means (and SCED, SCEI); the
+      others still count where predicted, as false positives of the class labelled
+      there, as MONAI's ``include_background=False`` does. An image whose label has
+      none of them is left out of level I. With ``classes=range(1, C)`` mIoUI and
+      mDiceI equal MONAI's ``MeanIoU`` / ``DiceMetric(include_background=False)``.
+    * ``multilabel=True``: predictions (probabilities; logits with
+      ``activation="sigmoid"``; or 0/1) and 0/1 labels, both (B, C, *spatial), every
+      class a binary problem (an entry is positive above ``threshold``). Each class
+      follows the binary rules: present where label or prediction has it, a false
+      alarm scores 0, an image with no class in label or prediction scores 100 at
+      level I; level D leaves out a class in neither label nor prediction anywhere
+      (100 if that is every class); ``Acc`` is the recall of all positive entries.
+      ``ignore_index`` in the label drops that (pixel, class) entry only. The worst
+      cases are those of these image and class values; no calibration. Level D equals
+      torchmetrics' ``MultilabelJaccardIndex`` / ``MultilabelF1Score`` (macro) where
+      every class occurs (torchmetrics scores an unseen class 0).
+
+    A mean over nothing (every class of ``classes`` absent from every image, say) is
+    NaN, except in the binary and multi-label rules where it is 100 as above.
+    :meth:`per_class` gives the per-class scores behind the means.
 
     Where the reference code (``MetricGroup`` of zifuwanggg/JDTLosses) fails this
     class does the sensible thing: ``ignore_index=None`` works; a class that never
@@ -60,9 +79,12 @@ class FineGrainedMetrics:
     is the foreground only (the reference also averages the background class in).
     Images whose pixels are all ignored are skipped, as there.
 
-    Memory: per image three (C,) integer counts (plus, with calibration, K + 1 floats)
-    stay on the input's device, O(images x classes); the dataset level is their sum
-    and SCED keeps one (C, K) running sum, O(classes). Each ``update`` holds a few
+    Memory: per image one row of integer counts, three (C,) and three scalars (plus,
+    with calibration, K + 1 floats), on the input's device, O(images x classes); the
+    dataset level is their sum and SCED keeps one (C, K) running sum. With
+    ``compact=True`` the state is O(C) sums whatever the number of images (see
+    :class:`~jdt_array.metrics.CompactStatistics`): every key but the worst cases
+    (``m...Q`` and ``m...{q}``), with the same values. Each ``update`` holds a few
     temporaries the size of the batch times C (booleans; with calibration, floats),
     never a one-hot float array, so evaluating thousands of 512 x 512 images with 150
     classes streams in bounded memory.
@@ -84,6 +106,8 @@ class FineGrainedMetrics:
         >>> results = m.compute()
         >>> {key: round(results[key], 1) for key in ("Acc", "mIoUD", "mIoUI", "mIoUC")}
         {'Acc': 85.7, 'mIoUD': 72.2, 'mIoUI': 83.3, 'mIoUC': 75.0}
+        >>> m.per_class()["IoUD"].round(1)  # the per-class table, (C,) per key
+        array([100. ,  66.7,  50. ])
 
     ``add`` and ``value`` are aliases of ``update`` and ``compute`` for code written for
     the reference ``MetricGroup``. For ``jax.jit``, jit :meth:`statistics` (pure) and
@@ -100,10 +124,16 @@ class FineGrainedMetrics:
         num_classes: C; labels hold class ids 0 .. C - 1 (or ``ignore_index``).
         ignore_index: label value whose pixels are dropped, or None.
         binary: two classes, foreground class 1 only (see above).
-        q: the worst-case percentage of ``m...{q}`` keys, 0 < q <= 100.
+        q: the worst-case percentage of ``m...{q}`` keys, 0 < q <= 100 (unused with
+            ``compact=True``, which has no worst cases).
         num_bins: K, the number of confidence bins for calibration.
         calibration: also compute ECED, ECEI, SCED, SCEI (needs probabilities).
         eager_checks: raise invalid values in ``update`` (one device sync per batch).
+        classes: the class ids whose scores enter the means, or None for all.
+        multilabel: (B, C, *spatial) 0/1 labels, every class a binary problem.
+        threshold: multi-label: the probability above which an entry is positive.
+        activation: multi-label: ``"sigmoid"`` if ``update`` gets logits.
+        compact: keep O(C) sums instead of per-image counts (no worst cases).
     """
 
     def __init__(
@@ -116,28 +146,54 @@ class FineGrainedMetrics:
         num_bins: int = 10,
         calibration: bool = False,
         eager_checks: bool = False,
+        classes: Iterable[int] | None = None,
+        multilabel: bool = False,
+        threshold: float = 0.5,
+        activation: str | None = None,
+        compact: bool = False,
     ) -> None:
         self.options = MetricOptions(
-            num_classes, ignore_index, binary, num_bins, calibration
-        )
+            num_classes, ignore_index, binary, num_bins, calibration, multilabel,
+            threshold, activation, classes,
+        )  # fmt: skip
         self.q = _check_q(q)
-        if not isinstance(eager_checks, bool):
-            raise TypeError(f"eager_checks must be a bool, got {eager_checks!r}")
-        self.eager_checks = eager_checks
+        self.eager_checks = checks.check_bool("eager_checks", eager_checks)
+        compact = checks.check_bool("compact", compact)
+        #: The state's arrays and how they combine (see :mod:`jdt_array.metrics._state`).
+        self.layout = StateLayout(self.options, compact=compact)
+        self._batches = StateLayout(self.options, compact=False)  # what update takes
         self.reset()
 
     def __repr__(self) -> str:
         o = self.options
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value, default in (
+                ("classes", o.classes, None), ("multilabel", o.multilabel, False),
+                ("threshold", o.threshold, 0.5), ("activation", o.activation, None),
+                ("compact", self.layout.compact, False),
+            )
+            if value != default
+        )  # fmt: skip
         return (
             f"FineGrainedMetrics({o.num_classes}, ignore_index={o.ignore_index!r}, "
             f"binary={o.binary}, q={self.q!r}, num_bins={o.num_bins}, "
-            f"calibration={o.calibration})"
+            f"calibration={o.calibration}{extra})"
         )
+
+    def _like(self) -> FineGrainedMetrics:
+        """A metric with the same settings and no image."""
+        o = self.options
+        return FineGrainedMetrics(
+            o.num_classes, ignore_index=o.ignore_index, binary=o.binary, q=self.q,
+            num_bins=o.num_bins, calibration=o.calibration, eager_checks=self.eager_checks,
+            classes=o.classes, multilabel=o.multilabel, threshold=o.threshold,
+            activation=o.activation, compact=self.layout.compact,
+        )  # fmt: skip
 
     def reset(self) -> None:
         """Forget every image seen so far."""
-        self._chunks: list[BatchStatistics] = []
-        self._pending: list[BatchStatistics] = []
+        self._parts: list = []
 
     def statistics(
         self, prob_or_pred: Array, label: Array, *, class_axis: int = 1
@@ -147,36 +203,53 @@ class FineGrainedMetrics:
         See :func:`~jdt_array.metrics.batch_statistics` for the arguments; works under
         ``jax.jit``.
         """
-        o = self.options
-        return batch_statistics(
-            prob_or_pred, label, num_classes=o.num_classes, ignore_index=o.ignore_index,
-            binary=o.binary, num_bins=o.num_bins, calibration=o.calibration,
-            class_axis=class_axis,
-        )  # fmt: skip
+        return statistics_of(prob_or_pred, label, self.options, class_axis)
 
     def update(self, prob_or_pred: Array, label: Array, *, class_axis: int = 1) -> None:
         """Add a batch: probabilities (B, C, ...) or integer predictions (B, ...) and
-        integer labels (B, ...); ``class_axis=-1`` for channels-last probabilities."""
-        self.update_statistics(
-            self.statistics(_without_grad(prob_or_pred), label, class_axis=class_axis)
-        )
+        integer labels (B, ...); ``class_axis=-1`` for channels-last probabilities.
+        Multi-label: (B, C, ...) predictions and 0/1 labels."""
+        self._append(self.batch_state(prob_or_pred, label, class_axis=class_axis))
 
     def add(self, prob_or_pred: Array, label: Array, image_file: Any = None) -> None:
         """Alias of :meth:`update` for the reference ``MetricGroup.add`` (the image file
         names it takes are not used)."""
         self.update(prob_or_pred, label)
 
-    def update_statistics(self, stats: BatchStatistics) -> None:
+    def update_statistics(self, stats: BatchStatistics | CompactStatistics) -> None:
         """Add the result of :meth:`statistics` (or of ``batch_statistics`` with the same
-        options), e.g. computed under ``jax.jit``."""
-        self._check_statistics(stats)
+        options), e.g. computed under ``jax.jit``; or, with ``compact=True``, a
+        :class:`~jdt_array.metrics.CompactStatistics` of :meth:`state_of` (jit it too,
+        to keep the whole per-batch reduction in the compiled step)."""
+        if self.layout.compact and isinstance(stats, CompactStatistics):
+            self.layout.check(stats)
+            if self.eager_checks:
+                _raise_bad_values(stats, self.options)
+            self._append(stats)
+        else:
+            self._append(self.state_of(stats))
+
+    def batch_state(
+        self, prob_or_pred: Array, label: Array, *, class_axis: int = 1
+    ) -> BatchStatistics | CompactStatistics:
+        """What :meth:`update` adds for this batch, on its device; the metric is left
+        unchanged. A :class:`~jdt_array.metrics.BatchStatistics` (with
+        ``compact=True`` a :class:`~jdt_array.metrics.CompactStatistics`), which the
+        adapters keep in their own state (torchmetrics, Keras) and hand back to
+        :meth:`compute`."""
+        stats = self.statistics(_without_grad(prob_or_pred), label, class_axis=class_axis)
+        return self.state_of(stats)
+
+    def state_of(self, stats: BatchStatistics) -> BatchStatistics | CompactStatistics:
+        """:meth:`batch_state` from the batch's :meth:`statistics` (pure: runs under
+        ``jax.jit``, unless ``eager_checks`` reads the values)."""
+        self._batches.check(stats)
         if self.eager_checks:
             _raise_bad_values(stats, self.options)
-        if self._pending and not _same_place(self._pending[0], stats):
-            self._fold_pending()
-        self._pending.append(stats)
-        if len(self._pending) >= _FOLD_EVERY:
-            self._fold_pending()
+        return self.layout.of_batch(stats)
+
+    def _append(self, part: Any) -> None:
+        append_part(self._parts, part, self.layout.rows, self.layout.combine)
 
     def merge(self, other: FineGrainedMetrics) -> FineGrainedMetrics:
         """Add the images of ``other`` (e.g. another shard of the dataset); returns self.
@@ -188,57 +261,51 @@ class FineGrainedMetrics:
             raise TypeError(f"merge needs a FineGrainedMetrics, got {type(other).__name__}")
         if other is self:
             raise ValueError("cannot merge a FineGrainedMetrics into itself")
-        if (other.options, other.q) != (self.options, self.q):
-            raise ValueError(
-                f"cannot merge metrics with other options: {self!r} and {other!r}"
-            )
-        self._fold_pending()
-        self._chunks.extend(other._chunks)
-        if other._pending:
-            self._chunks.append(_fold(other._pending))
+        check_mergeable(self, other)
+        for part in other._parts:
+            self._append(part)
         return self
 
-    def synced(
-        self, gather: Callable[[BatchStatistics], BatchStatistics]
-    ) -> FineGrainedMetrics:
+    def synced(self, gather: Callable[[Any], Any]) -> FineGrainedMetrics:
         """A new metric holding the images of every replica; self is left unchanged.
 
         For evaluation over a dataset sharded across processes or devices, each with
         its own metric. ``gather`` is the framework's collective: it takes this
-        replica's statistics (every image seen so far, as one
-        :class:`~jdt_array.metrics.BatchStatistics`; zero images if none) and returns
-        those of all replicas, the same on each: per-image fields concatenated, the
-        summed (C', K) ``sce_gap`` added. Per-image fields are needed for the image-
-        and class-level and worst-case metrics; the dataset level is their sum. Every
-        replica must call it, as with any collective. The adapters supply it:
-        ``jdt_array.backends.torch.sync_metrics`` for ``torch.distributed``.
+        replica's :meth:`state` (every image seen so far as one
+        :class:`~jdt_array.metrics.BatchStatistics`, zero images if none; with
+        ``compact=True`` one :class:`~jdt_array.metrics.CompactStatistics`) and returns
+        that of all replicas, the same on each: per-image fields concatenated, the
+        other fields (``sce_gap``; every compact field) added. Per-image fields are
+        needed for the image- and class-level and worst-case metrics; the dataset level
+        is their sum. Every replica must call it, as with any collective. The adapters
+        supply it: ``jdt_array.backends.torch.sync_metrics`` for ``torch.distributed``.
 
         Raises:
             TypeError, ValueError: ``gather`` returned statistics of other options.
         """
-        result = FineGrainedMetrics(
-            self.options.num_classes, ignore_index=self.options.ignore_index,
-            binary=self.options.binary, q=self.q, num_bins=self.options.num_bins,
-            calibration=self.options.calibration, eager_checks=self.eager_checks,
-        )  # fmt: skip
-        result.update_statistics(gather(self._statistics_so_far()))
+        result = self._like()
+        gathered = gather(self.state())
+        result.layout.check(gathered)
+        result._append(gathered)
         return result
 
-    def _statistics_so_far(self) -> BatchStatistics:
-        """Every image seen so far as one statistics: on their device if they share
-        one, else in NumPy; with no image, empty NumPy statistics."""
-        chunks = self._chunks_so_far()
-        if not chunks:
-            return _empty_statistics(self.options)
-        if all(_same_place(chunks[0], chunk) for chunk in chunks):
-            return _fold(chunks)
-        return _combine(np, [_to_host(chunk) for chunk in chunks])
+    def state(self) -> BatchStatistics | CompactStatistics:
+        """Every image seen so far as one state: on their device if they share one,
+        else in NumPy; with no image, the empty state in NumPy (per-image fields of 0
+        rows, int64 counts). Per image a :class:`~jdt_array.metrics.BatchStatistics`,
+        with ``compact=True`` a :class:`~jdt_array.metrics.CompactStatistics`."""
+        parts = self._parts
+        if not parts:
+            return self.layout.empty()
+        if all(same_place(parts[0], part) for part in parts):
+            return self.layout.combine(parts)
+        # other libraries or devices: they meet on the host
+        return self.layout.combine([self.layout.to_host(part) for part in parts])
 
-    def _chunks_so_far(self) -> list[BatchStatistics]:
-        return self._chunks + ([_fold(self._pending)] if self._pending else [])
-
-    def compute(self) -> dict[str, float]:
-        """All metrics as Python floats (see the class docstring for the keys).
+    def compute(self, state: Any = None) -> dict[str, float]:
+        """All metrics as Python floats (see the class docstring for the keys): of the
+        images seen so far, or of ``state`` (a :meth:`state` of these options, e.g. an
+        adapter's, or a gathered one).
 
         The only point that reads device data: the O(images x classes) counts are moved
         to NumPy and the divisions and worst-case sorting are done there in float64.
@@ -246,58 +313,67 @@ class FineGrainedMetrics:
         Raises:
             ValueError: invalid labels or predictions were seen, or no pixel was kept.
         """
-        host = [_to_host(chunk) for chunk in self._chunks_so_far()]
-        if not any(chunk.intersection.shape[0] for chunk in host):
+        return summarize(self.layout, self._host_state(state), self.q)
+
+    def per_class(self, state: Any = None) -> dict[str, np.ndarray]:
+        """The per-class scores behind the means, (C,) float64 arrays in percent, of the
+        images seen so far or of ``state`` (as :meth:`compute`).
+
+        Keys (region scores): ``IoUD``, ``DiceD``, ``AccD`` from the counts pooled over
+        the dataset (the values mIoUD, mDiceD, mAccD average; ``IoUD`` equals
+        torchmetrics' ``MulticlassJaccardIndex(average="none")``); ``IoUC``, ``DiceC``,
+        ``AccC``, per class the mean over the images where it is present (the values
+        mIoUC, ... average); ``IoUI``, ``DiceI``, per class the mean over the images
+        where label or prediction has it, a false alarm scoring 0 (no ``AccI``: it
+        would equal ``AccC``). mIoUI is not their mean: it averages per image first.
+        In the binary and multi-label rules "present" is "in label or prediction", so
+        level I and C agree.
+
+        NaN marks a class that is not scored (outside ``classes``; class 0 if binary)
+        or has nothing to average: at level D (multi-class) a class in neither label
+        nor prediction (AccD: not in the label), at level D (binary, multi-label) a
+        class in neither; at level I a class in no image's label or prediction; at
+        level C a class present in no image.
+
+        Raises:
+            ValueError: as :meth:`compute`.
+        """
+        host = self._host_state(state)
+        compact = host if self.layout.compact else compact_of(np, host, self.options)
+        return {
+            key: np.asarray(value, dtype=np.float64)
+            for key, value in per_class_results(np, compact, self.options).items()
+        }
+
+    def _host_state(self, state: Any = None) -> BatchStatistics | CompactStatistics:
+        """The state on the host, after raising for what cannot be summarized."""
+        if state is None:
+            parts = [self.layout.to_host(part) for part in self._parts]
+            host = self.layout.combine(parts) if parts else self.layout.empty()
+        else:
+            self.layout.check(state, "state")
+            host = self.layout.to_host(state)
+        compact = self.layout.compact
+        if (int(host.images) if compact else host.kept_count.shape[0]) == 0:
             raise ValueError("compute() needs at least one update() with a kept pixel")
-        gathered = _combine(np, host)
-        _raise_bad_values(gathered, self.options)
-        evaluated = np.sum(gathered.label_count, axis=1) > 0
-        if not np.any(evaluated):
+        _raise_bad_values(host, self.options)
+        if (int(host.evaluated) if compact else np.count_nonzero(host.kept_count)) == 0:
+            what = "entry" if self.options.multilabel else "pixel"
             raise ValueError(
-                "no pixel was evaluated: every label pixel was ignore_index="
+                f"no pixel was evaluated: every label {what} was ignore_index="
                 f"{self.options.ignore_index!r}"
             )
-        stats = HostStatistics(
-            *(v[evaluated] for v in gathered[:3]),
-            ece_gap=None if gathered.ece_gap is None else gathered.ece_gap[evaluated],
-            sce_image=None if gathered.sce_image is None else gathered.sce_image[evaluated],
-            sce_gap=gathered.sce_gap,
-        )
-        return summarize(stats, binary=self.options.binary, q=self.q)
+        return host
 
     def value(self) -> dict[str, float]:
         """Alias of :meth:`compute` for the reference ``MetricGroup.value``."""
         return self.compute()
 
-    def _fold_pending(self) -> None:
-        if self._pending:
-            self._chunks.append(_fold(self._pending))
-            self._pending = []
 
-    def _check_statistics(self, stats: BatchStatistics) -> None:
-        if not isinstance(stats, BatchStatistics):
-            raise TypeError(f"stats must be a BatchStatistics, got {type(stats).__name__}")
-        o = self.options
-        shape = tuple(stats.intersection.shape)
-        if len(shape) != 2 or shape[1] != o.num_classes:
-            raise ValueError(
-                f"stats hold counts of shape {shape}, but this metric needs (B, "
-                f"{o.num_classes}); compute them with this metric's statistics()"
-            )
-        has_calibration = stats.ece_gap is not None
-        if has_calibration != o.calibration:
-            raise ValueError(
-                f"stats were computed with calibration={has_calibration}, this metric "
-                f"has calibration={o.calibration}"
-            )
-        if has_calibration:
-            want = (o.calibration_classes, o.num_bins)
-            if tuple(stats.sce_gap.shape) != want or stats.ece_gap.shape[1] != o.num_bins:
-                raise ValueError(
-                    f"stats hold calibration gaps for other options: sce_gap "
-                    f"{tuple(stats.sce_gap.shape)}, need {want} (binary={o.binary}, "
-                    f"num_bins={o.num_bins})"
-                )
+def check_mergeable(a: FineGrainedMetrics, b: FineGrainedMetrics) -> None:
+    """Raise unless the states of ``a`` and ``b`` can be merged: the same options."""
+    if (a.options, a.q, a.layout.compact) != (b.options, b.q, b.layout.compact):
+        raise ValueError(f"cannot merge metrics with other options: {a!r} and {b!r}")
 
 
 def _check_q(q: Any) -> float:
@@ -318,78 +394,19 @@ def _without_grad(x: Array) -> Array:
     return x
 
 
-def _same_place(a: BatchStatistics, b: BatchStatistics) -> bool:
-    """Whether two statistics share a library and device (and so can be concatenated)."""
-    x, y = a.intersection, b.intersection
-    return type(x) is type(y) and device(x) == device(y)
-
-
-def _fold(parts: list[BatchStatistics]) -> BatchStatistics:
-    """One chunk from statistics on one device, without a host transfer."""
-    if len(parts) == 1:
-        return parts[0]
-    return _combine(namespace_of(intersection=parts[0].intersection), parts)
-
-
-def _combine(xp: Any, parts: list[BatchStatistics]) -> BatchStatistics:
-    """Per-image fields concatenated along the image axis, the (C', K) gaps added."""
-    fields = {}
-    for name in BatchStatistics._fields:
-        values = [getattr(p, name) for p in parts]
-        if values[0] is None:
-            fields[name] = None
-        elif name == "sce_gap":
-            fields[name] = sum(values[1:], values[0])
-        else:
-            fields[name] = xp.concat(values, axis=0)
-    return BatchStatistics(**fields)
-
-
-def _empty_statistics(options: MetricOptions) -> BatchStatistics:
-    """The statistics of no image, in NumPy (int64 counts, float64 gaps)."""
-    C, K = options.num_classes, options.num_bins
-    stats = BatchStatistics(
-        intersection=np.zeros((0, C), dtype=np.int64),
-        pred_count=np.zeros((0, C), dtype=np.int64),
-        label_count=np.zeros((0, C), dtype=np.int64),
-        bad_label=np.zeros((0,), dtype=np.int64),
-        bad_prediction=np.zeros((0,), dtype=np.int64),
-    )
-    if not options.calibration:
-        return stats
-    return stats._replace(
-        ece_gap=np.zeros((0, K), dtype=np.float64),
-        sce_image=np.zeros((0,), dtype=np.float64),
-        sce_gap=np.zeros((options.calibration_classes, K), dtype=np.float64),
-    )
-
-
-def _to_host(stats: BatchStatistics) -> BatchStatistics:
-    """The statistics as NumPy arrays: int64 counts, float64 gaps."""
-    return BatchStatistics(*(None if v is None else _numpy(v) for v in stats))
-
-
-def _numpy(x: Array) -> np.ndarray:
-    """``x`` copied to a NumPy array, from any array library and device."""
-    try:
-        host = np.from_dlpack(x)  # zero-copy for arrays already in host memory
-    except (BufferError, RuntimeError, TypeError, ValueError, AttributeError):
-        # On an accelerator: let the library copy it (array-api-compat knows "cpu" for
-        # PyTorch and CuPy); JAX arrays convert through NumPy's array protocol.
-        try:
-            host = np.asarray(to_device(x, "cpu"))
-        except (RuntimeError, TypeError, ValueError, AttributeError):
-            host = np.asarray(x)
-    dtype = np.int64 if host.dtype.kind in "iub" else np.float64
-    return host.astype(dtype)
-
-
-def _raise_bad_values(stats: BatchStatistics, options: MetricOptions) -> None:
-    """Raise for the invalid pixels that :func:`batch_statistics` counted."""
+def _raise_bad_values(stats: Any, options: MetricOptions) -> None:
+    """Raise for the invalid pixels that :func:`batch_statistics` counted (in a batch
+    or in a state of either layout)."""
     xp = namespace_of(bad_label=stats.bad_label)
-    bad_label = (f"label holds class ids outside [0, {options.num_classes}) that are "
-                 f"not ignore_index={options.ignore_index!r}")  # fmt: skip
+    what = "entries" if options.multilabel else "pixels"
+    ids = "0 or 1" if options.multilabel else f"class ids in [0, {options.num_classes})"
+    bad_label = f"label holds values that are not {ids} or ignore_index"
     if eager_any(xp, stats.bad_label > 0, bad_label):
+        if options.multilabel:
+            raise ValueError(
+                f"label holds {int(xp.sum(stats.bad_label))} {what} that are neither 0, "
+                f"1 nor ignore_index={options.ignore_index!r}"
+            )
         raise ValueError(
             f"label holds {int(xp.sum(stats.bad_label))} pixels with class ids outside "
             f"[0, {options.num_classes}) that are not ignore_index="
@@ -402,6 +419,13 @@ def _raise_bad_values(stats: BatchStatistics, options: MetricOptions) -> None:
                 f"prob_or_pred holds {count} kept pixels with probabilities outside "
                 "[0, 1] or NaN; calibration needs probabilities (e.g. a softmax), not "
                 "logits"
+            )
+        if options.multilabel:
+            if options.activation == "sigmoid":
+                raise ValueError(f"prob_or_pred holds {count} kept entries with NaN logits")
+            raise ValueError(
+                f"prob_or_pred holds {count} kept entries that are neither probabilities "
+                "in [0, 1] nor 0/1 predictions; pass activation='sigmoid' for logits"
             )
         raise ValueError(
             f"prob_or_pred holds {count} kept pixels with integer predictions outside "

@@ -214,6 +214,72 @@ def check_every_keras_loss_of_the_table_takes_its_functions_options():
         ), entry.keras_class
 
 
+def check_metric_configs_round_trip_through_keras_serialization():
+    from keras.src.testing.test_case import TestCase  # Keras' own round-trip helper
+
+    case = TestCase()
+    metrics = [
+        jk.FineGrainedMetric(C, score="Dice", level="C", ignore_index=IGNORE, name="d"),
+        jk.FineGrainedMeanIoU(C, level="I", classes=range(1, C), class_axis=1),
+        jk.FineGrainedMeanAccuracy(2, binary=True),
+        jk.FineGrainedMeanDice(C, multilabel=True, threshold=0.3, activation="sigmoid"),
+    ]
+    for metric in metrics:
+        again = case.run_class_serialization_test(metric)
+        assert again.get_config() == metric.get_config(), type(metric)
+        assert again._core.options == metric._core.options, type(metric)
+        assert "score" not in jk.FineGrainedMeanIoU(C).get_config()
+        names = [v.name for v in metric.variables]
+        assert names == list(metric._core.layout.fields), names  # the core's layout
+
+
+def check_width_one_images_with_integer_predictions():
+    # Integer predictions and labels of width-1 images, both (B, H, 1): no class axis
+    # to squeeze (issue 24, item 8).
+    pred = rng.integers(0, C, size=(B, H, 1)).astype("int32")
+    label = rng.integers(0, C, size=(B, H, 1)).astype("int32")
+    reference = jdt_array.metrics.FineGrainedMetrics(C)
+    reference.update(pred, label)
+    want = reference.compute()
+    for level in "DIC":
+        metric = jk.FineGrainedMeanIoU(C, level=level)
+        metric.update_state(label, pred)
+        close(metric.result(), want[f"mIoU{level}"], f"width-1 mIoU{level}")
+    # Keras-style labels with a trailing 1 beside integer predictions without it
+    metric = jk.FineGrainedMeanIoU(C, level="I")
+    metric.update_state(label[..., None], pred)
+    close(metric.result(), want["mIoUI"], "(B, H, 1, 1) labels")
+
+
+def check_classes_multilabel_and_per_class_match_the_core():
+    z, y = inputs()
+    options = {"classes": [1, 2], "ignore_index": IGNORE}
+    reference = jdt_array.metrics.FineGrainedMetrics(C, **options)
+    reference.update(z, y, class_axis=-1)
+    want, table = reference.compute(), reference.per_class()
+    for level in "DIC":
+        metric = jk.FineGrainedMeanDice(C, level=level, **options)
+        metric.update_state(y[:2], z[:2])
+        metric.update_state(y[2:], z[2:])
+        close(metric.result(), want[f"mDice{level}"], f"mDice{level} {options}")
+    for key, values in metric.per_class().items():
+        got = keras.ops.convert_to_numpy(values)
+        assert np.allclose(got, table[key], rtol=1e-5, equal_nan=True), (key, got)
+    logits = rng.normal(size=(B, H, W, C)).astype("float32")
+    masks = (rng.random((B, H, W, C)) < 0.3).astype("int32")
+    reference = jdt_array.metrics.FineGrainedMetrics(
+        C, multilabel=True, activation="sigmoid", threshold=0.4
+    )
+    reference.update(logits, masks, class_axis=-1)
+    want = reference.compute()
+    for level in "DIC":
+        metric = jk.FineGrainedMeanIoU(
+            C, level=level, multilabel=True, activation="sigmoid", threshold=0.4
+        )
+        metric.update_state(masks, logits)
+        close(metric.result(), want[f"mIoU{level}"], f"multi-label mIoU{level}")
+
+
 def check_errors_name_what_to_do():
     z, y = inputs()
     try:

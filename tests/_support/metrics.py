@@ -29,6 +29,13 @@ def make_label(rng, prob, *, class_axis=1, agree=0.6, ignore_fraction=0.0, absen
     return np.where(rng.random(pred.shape) < ignore_fraction, IGNORE, label)
 
 
+def make_multilabel_label(rng, prob, *, ignore_fraction=0.0):
+    """0/1 labels of each class's channel, positive where a random number falls below
+    the probability + 0.2 (so that scores are not ~0); some entries IGNORE."""
+    label = (rng.random(prob.shape) < prob + 0.2).astype(np.int64)
+    return np.where(rng.random(prob.shape) < ignore_fraction, IGNORE, label)
+
+
 def as_backend_float(backend, x):
     """``x`` rounded to the backend's float dtype, so both sides see the same argmax."""
     x = np.asarray(x)

@@ -153,10 +153,13 @@ def run_with_cpu_devices(
     """
     pytest.importorskip("jax")
     out = out_dir / f"results{suffix}"
+    # The package of this checkout, also where another one is installed in the venv.
+    root = str(Path(__file__).resolve().parents[2])
     env = dict(
         os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
         XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
         f"--xla_force_host_platform_device_count={devices}",
+        PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
     )  # fmt: skip
     done = subprocess.run(
         [sys.executable, script, str(out)], env=env, capture_output=True, text=True,

@@ -1,12 +1,23 @@
 """The fine-grained metrics as ``keras.metrics.Metric`` with a fixed-size state (see
-:mod:`jdt_array.backends.keras`)."""
+:mod:`jdt_array.backends.keras`).
+
+The state is the core metric's compact state (:class:`jdt_array.metrics.CompactStatistics`,
+O(C) sums), one ``add_variable`` per field of its layout; ``update_state`` adds what the
+core's ``batch_state`` gives for the batch and ``result`` is the core's
+``level_results`` on the variables, both array-API code that runs inside Keras'
+compiled steps. No score is computed here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from ...metrics import batch_statistics
-from ...metrics._batch import MetricOptions
+from array_api_compat import array_namespace
+
+from ...metrics import CompactStatistics
+from ...metrics import FineGrainedMetrics as _CoreMetrics
+from ...metrics._summary import level_results, per_class_results
 from ._library import PACKAGE, check_backend, keras
 
 __all__ = [
@@ -24,7 +35,7 @@ SCORES = ("IoU", "Dice", "Acc")
 class FineGrainedMetric(keras.metrics.Metric):
     r"""One fine-grained score of Wang et al. (NeurIPS 2023) as a Keras metric, in
     percent, equal to the key ``m{score}{level}`` of
-    :class:`jdt_array.metrics.FineGrainedMetrics` on the same images.
+    :class:`jdt_array.metrics.FineGrainedMetrics` on the same images and options.
 
     * ``level="D"`` (dataset): per-class pixel counts summed over every image, one
       score per class, averaged over the classes that occur;
@@ -33,15 +44,21 @@ class FineGrainedMetric(keras.metrics.Metric):
     * ``"C"`` (class): per class the mean score over the images whose label has it,
       averaged over classes.
 
-    The state has a fixed size (C-vectors and two scalars), so ``update_state`` runs
-    under ``jit``; worst-case (``mIoUI1``) and calibration metrics need every image's
-    counts and live in the core class. The prediction of a pixel is the argmax of
-    ``y_pred`` over ``class_axis`` (logits or probabilities), or ``y_pred`` itself for
-    integer predictions (B, *spatial). Labels: class ids (B, *spatial) or
-    (B, *spatial, 1); pixels of ``ignore_index``, and ids outside [0, C) (which the
-    core class reports as errors but a compiled step cannot), are not counted.
-    Counts are accumulated in the metric's float dtype (float32: exact up to 2^24
-    pixels per class, within 1e-7 relative after that).
+    ``classes``, ``binary`` and ``multilabel`` (with ``threshold`` and
+    ``activation``) as in the core class. The state is the core's compact state:
+    O(C) sums in ``add_variable``\ s (integer counts in int64, or int32 where the
+    backend has no int64: JAX without x64, exact up to 2^31 - 1 pixels per class;
+    sums of per-image scores in float64, float32 there), so ``update_state`` and
+    ``result`` run under ``jit``; the worst cases (``mIoUI1``) and calibration need
+    every image's counts and live in the core class. ``per_class()`` gives the core's
+    per-class scores, (C,) tensors.
+
+    The prediction of a pixel is the argmax of ``y_pred`` over ``class_axis`` (logits
+    or probabilities), or ``y_pred`` itself for integer predictions (B, *spatial).
+    Labels: class ids (B, *spatial) or, beside scores or integer predictions without
+    that axis, (B, *spatial, 1) (multi-label: shaped like ``y_pred``). Pixels of
+    ``ignore_index``, and ids outside [0, C) (which the core class reports as errors
+    but a compiled step cannot), are not counted. ``sample_weight`` is refused.
 
     Examples:
         >>> import numpy as np
@@ -61,28 +78,39 @@ class FineGrainedMetric(keras.metrics.Metric):
         level: str = "D",
         ignore_index: int | None = None,
         binary: bool = False,
+        classes: Iterable[int] | None = None,
+        multilabel: bool = False,
+        threshold: float = 0.5,
+        activation: str | None = None,
         class_axis: int = -1,
         name: str | None = None,
         dtype: Any = None,
     ) -> None:
         check_backend(type(self).__name__)
-        self._metric_options = MetricOptions(num_classes, ignore_index, binary)
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        self._core = _CoreMetrics(
+            num_classes, ignore_index=ignore_index, binary=binary, classes=classes,
+            multilabel=multilabel, threshold=threshold, activation=activation,
+            compact=True,
+        )  # fmt: skip
         super().__init__(name=name or f"m{score}{level}", dtype=dtype)
         self.num_classes, self.score, self.level = num_classes, score, level
         self.ignore_index, self.binary, self.class_axis = ignore_index, binary, class_axis
-        vector = dict(shape=(num_classes,), initializer="zeros", dtype=self.dtype)
-        scalar = dict(shape=(), initializer="zeros", dtype=self.dtype)
-        self.intersection = self.add_variable(name="intersection", **vector)
-        self.pred_count = self.add_variable(name="pred_count", **vector)
-        self.label_count = self.add_variable(name="label_count", **vector)
-        self.image_sum = self.add_variable(name="image_sum", **scalar)
-        self.image_count = self.add_variable(name="image_count", **scalar)
-        self.class_sum = self.add_variable(name="class_sum", **vector)
-        self.class_count = self.add_variable(name="class_count", **vector)
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.multilabel, self.threshold, self.activation = multilabel, threshold, activation
+        counts, sums = _state_dtypes()
+        self._state = {
+            name: self.add_variable(
+                shape=field.shape,
+                initializer="zeros",
+                name=name,
+                dtype=counts if field.exact else sums,
+            )
+            for name, field in self._core.layout.fields.items()
+        }
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Add a batch: ``y_true`` the labels, ``y_pred`` the logits or probabilities."""
@@ -90,85 +118,80 @@ class FineGrainedMetric(keras.metrics.Metric):
             raise ValueError(f"{type(self).__name__} takes no sample_weight")
         ops = keras.ops
         y_pred, y_true = ops.convert_to_tensor(y_pred), ops.convert_to_tensor(y_true)
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.class_axis] == 1:
-            y_true = ops.squeeze(y_true, axis=self.class_axis)
-        stats = batch_statistics(
-            y_pred, y_true, num_classes=self.num_classes, ignore_index=self.ignore_index,
-            binary=self.binary, class_axis=self.class_axis,
-        )  # fmt: skip
-        tp, pred, label = (ops.cast(v, self.dtype) for v in stats[:3])
-        for variable, value in ((self.intersection, tp), (self.pred_count, pred),
-                                (self.label_count, label)):  # fmt: skip
-            variable.assign(variable + ops.sum(value, axis=0))
-        scores, present = _pair_scores(tp, pred, label, self.score, self.binary)
-        evaluated = ops.sum(label, axis=1) > 0  # images with a kept pixel
-        count = ops.sum(ops.cast(present, self.dtype), axis=1)
-        total = ops.sum(ops.where(present, scores, 0.0), axis=1)
-        per_image = ops.where(count > 0, total / ops.maximum(count, 1.0), 1.0)
-        image_total = ops.sum(ops.where(evaluated, per_image, 0.0))
-        self.image_sum.assign(self.image_sum + image_total)
-        self.image_count.assign(self.image_count + ops.sum(ops.cast(evaluated, self.dtype)))
-        present = present & evaluated[:, None]
-        self.class_sum.assign(self.class_sum + ops.sum(ops.where(present, scores, 0.0), 0))
-        self.class_count.assign(
-            self.class_count + ops.sum(ops.cast(present, self.dtype), axis=0)
+        y_pred, y_true = self._shapes(y_pred, y_true)
+        part = self._core.batch_state(y_pred, y_true, class_axis=self.class_axis)
+        for name, variable in self._state.items():
+            variable.assign(variable + ops.cast(getattr(part, name), variable.dtype))
+
+    def _shapes(self, y_pred: Any, y_true: Any) -> tuple[Any, Any]:
+        """Drop the singleton class axis of a Keras-style (B, *spatial, 1) label (or of
+        such integer predictions): only where the other array lacks that axis, so that
+        integer predictions and labels of width-1 images, both (B, H, 1), stay as
+        they are."""
+        if self.multilabel:
+            return y_pred, y_true
+        pred_ndim = len(y_pred.shape) - (0 if _is_integer(y_pred) else 1)
+        if len(y_true.shape) == pred_ndim + 1:
+            y_true = _squeezed(y_true, self.class_axis, "y_true")
+        elif _is_integer(y_pred) and len(y_pred.shape) == len(y_true.shape) + 1:
+            y_pred = _squeezed(y_pred, self.class_axis, "y_pred")
+        return y_pred, y_true
+
+    def _variables_state(self) -> CompactStatistics:
+        ops = keras.ops
+        return CompactStatistics(
+            **{name: ops.convert_to_tensor(v) for name, v in self._state.items()}
         )
 
     def result(self) -> Any:
-        """The metric over every batch since the last reset, in percent."""
-        ops = keras.ops
-        if self.level == "D":
-            scores, occurs = _pair_scores(
-                self.intersection[None], self.pred_count[None], self.label_count[None],
-                self.score, self.binary, dataset=True,
-            )  # fmt: skip
-            value = _mean_where(scores[0], occurs[0])
-        elif self.level == "I":
-            value = self.image_sum / self.image_count  # NaN before any image
-        else:
-            seen = self.class_count > 0
-            value = _mean_where(self.class_sum / ops.maximum(self.class_count, 1.0), seen)
-            if self.binary:  # no foreground anywhere: every image scores 1
-                value = ops.where(ops.any(seen), value, 1.0)
-        return 100.0 * value
+        """The score of the images so far, in percent (NaN before any image)."""
+        state = self._variables_state()
+        xp = array_namespace(state.counts)
+        value = level_results(xp, state, self._core.options)[f"m{self.score}{self.level}"]
+        return keras.ops.cast(value, self.dtype)  # NaN before any image
+
+    def per_class(self) -> dict[str, Any]:
+        """The core's per-class scores of the images so far (see
+        :meth:`jdt_array.metrics.FineGrainedMetrics.per_class`), (C,) tensors in percent."""
+        state = self._variables_state()
+        xp = array_namespace(state.counts)
+        return per_class_results(xp, state, self._core.options)
 
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, for saving the metric with a model."""
-        return {
-            "num_classes": self.num_classes, "score": self.score, "level": self.level,
-            "ignore_index": self.ignore_index, "binary": self.binary,
-            "class_axis": self.class_axis, "name": self.name, "dtype": self.dtype,
-        }  # fmt: skip
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, score=self.score, level=self.level,
+            ignore_index=self.ignore_index, binary=self.binary, classes=self.classes,
+            multilabel=self.multilabel, threshold=self.threshold,
+            activation=self.activation, class_axis=self.class_axis,
+        )  # fmt: skip
+        return config
 
 
-def _pair_scores(tp, pred, label, score, binary, *, dataset=False):
-    """(B, C') scores and where they count, by the rules of
-    :class:`jdt_array.metrics.FineGrainedMetrics`: multi-class, a class counts where
-    its label has it (at level D: where the score's denominator is not 0); binary,
-    only the foreground, every score defined (both empty: 1, a false alarm: 0), counted
-    where label or prediction has it (at level D: always)."""
-    ops = keras.ops
-    if binary:
-        tp, pred, label = tp[:, 1:], pred[:, 1:], label[:, 1:]
-    num, den = {
-        "IoU": (tp, pred + label - tp),
-        "Dice": (2.0 * tp, pred + label),
-        "Acc": (tp, label),
-    }[score]
-    has = den > 0
-    value = num / ops.where(has, den, 1.0)
-    if not binary:
-        return value, has if dataset else label > 0
-    both_empty = (pred == 0) & (label == 0)
-    value = ops.where(both_empty, 1.0, ops.where(has, value, 0.0))
-    return value, ops.ones_like(has) if dataset else (pred > 0) | (label > 0)
+def _state_dtypes() -> tuple[str, str]:
+    """The dtypes of the counts and of the float sums: int64 and float64, unless the
+    backend lacks them (JAX without x64)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32", "float32"
+    return "int64", "float64"
 
 
-def _mean_where(values, mask):
-    """Mean of ``values`` where ``mask`` (NaN where nothing is)."""
-    ops = keras.ops
-    count = ops.sum(ops.cast(mask, values.dtype))
-    return ops.sum(ops.where(mask, values, 0.0)) / count
+def _is_integer(x: Any) -> bool:
+    return keras.backend.standardize_dtype(x.dtype).startswith(("int", "uint", "bool"))
+
+
+def _squeezed(x: Any, axis: int, name: str) -> Any:
+    """``x`` without its singleton ``axis``."""
+    if x.shape[axis] != 1:
+        raise ValueError(
+            f"{name} with shape {tuple(x.shape)} has one axis more than the other input, "
+            f"which must be a class axis of size 1 at class_axis={axis}"
+        )
+    return keras.ops.squeeze(x, axis=axis)
 
 
 class _OneScore(FineGrainedMetric):
@@ -183,13 +206,18 @@ class _OneScore(FineGrainedMetric):
         level: str = "D",
         ignore_index: int | None = None,
         binary: bool = False,
+        classes: Iterable[int] | None = None,
+        multilabel: bool = False,
+        threshold: float = 0.5,
+        activation: str | None = None,
         class_axis: int = -1,
         name: str | None = None,
         dtype: Any = None,
     ) -> None:
         super().__init__(
             num_classes, score=self._score, level=level, ignore_index=ignore_index,
-            binary=binary, class_axis=class_axis, name=name, dtype=dtype,
+            binary=binary, classes=classes, multilabel=multilabel, threshold=threshold,
+            activation=activation, class_axis=class_axis, name=name, dtype=dtype,
         )  # fmt: skip
 
     def get_config(self) -> dict[str, Any]:

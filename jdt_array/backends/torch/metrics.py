@@ -15,13 +15,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ...metrics import BatchStatistics, FineGrainedMetrics
+from ...metrics import BatchStatistics, CompactStatistics, FineGrainedMetrics
+from ...metrics._state import is_per_image
 
 __all__ = ["gather_statistics", "sync_metrics"]
-
-# Per-image fields, packed by dtype so that each kind costs one all_gather.
-_COUNTS = ("intersection", "pred_count", "label_count", "bad_label", "bad_prediction")
-_GAPS = ("ece_gap", "sce_image")
 
 
 def sync_metrics(
@@ -41,7 +38,8 @@ def sync_metrics(
 
     It costs two collectives (four with calibration): the per-rank image counts,
     then the per-image counts and gaps, O(images x classes), padded to the largest
-    shard. They run on the current CUDA device for the NCCL backend, else on the CPU.
+    shard; with ``compact=True`` one or two all-reduces of O(classes) sums. They run
+    on the current CUDA device for the NCCL backend, else on the CPU.
 
     Raises:
         RuntimeError: ``torch.distributed`` is not initialised.
@@ -55,27 +53,45 @@ def sync_metrics(
 
 
 def gather_statistics(
-    stats: BatchStatistics, *, process_group: Any = None
-) -> BatchStatistics:
-    """The statistics of every rank of ``process_group``, the same on each rank.
+    stats: BatchStatistics | CompactStatistics, *, process_group: Any = None
+) -> BatchStatistics | CompactStatistics:
+    """The statistics (or compact state) of every rank of ``process_group``, the same
+    on each rank.
 
     Per-image fields of :class:`~jdt_array.metrics.BatchStatistics` are concatenated
-    in rank order (ranks may hold different numbers of images, also none), the summed
-    ``sce_gap`` is summed over the ranks; as torch tensors, int64 counts and float64
-    gaps, on the device the collectives use (see :func:`sync_metrics`).
+    in rank order (ranks may hold different numbers of images, also none), the
+    others (``sce_gap``; every field of a
+    :class:`~jdt_array.metrics.CompactStatistics`) are summed over the ranks; as torch
+    tensors, int64 counts and float64 gaps and sums, on the device the collectives use
+    (see :func:`sync_metrics`). The fields are packed by kind: one collective for the
+    integer and one for the float fields of each (per-image or summed).
     """
     _check_initialized()
     where = _collective_device(process_group)
-    counts = _pack(stats, _COUNTS, torch.int64, where)
-    sizes = _all_gather_sizes(counts.shape[0], where, process_group)
-    fields = _unpack(_all_gather_rows(counts, sizes, process_group), stats, _COUNTS)
-    if stats.ece_gap is not None:
-        gaps = _pack(stats, _GAPS, torch.float64, where)
-        fields.update(_unpack(_all_gather_rows(gaps, sizes, process_group), stats, _GAPS))
-        total = torch.asarray(stats.sce_gap, dtype=torch.float64, device=where).clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=process_group)
-        fields["sce_gap"] = total
-    return BatchStatistics(**fields)
+    fields = {}
+    for per_image in (True, False):
+        for exact in (True, False):
+            names = [
+                name for name, value in stats._asdict().items()
+                if value is not None and is_per_image(stats, name) == per_image
+                and _is_exact(value) == exact
+            ]  # fmt: skip
+            if not names:
+                continue
+            dtype = torch.int64 if exact else torch.float64
+            packed = _pack(stats, names, dtype, where, per_image)
+            if per_image:
+                sizes = _all_gather_sizes(packed.shape[0], where, process_group)
+                packed = _all_gather_rows(packed, sizes, process_group)
+            else:
+                dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=process_group)
+            fields.update(_unpack(packed, stats, names, per_image))
+    return type(stats)(**fields)
+
+
+def _is_exact(value: Any) -> bool:
+    """Whether a field (a tensor, or NumPy for an empty rank) holds integer counts."""
+    return not torch.asarray(value).is_floating_point()
 
 
 def _check_initialized() -> None:
@@ -94,22 +110,28 @@ def _collective_device(process_group: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _pack(stats: BatchStatistics, names: tuple, dtype: Any, where: Any) -> torch.Tensor:
-    """The per-image ``names`` fields side by side: (images, total columns)."""
+def _pack(stats, names: list, dtype: Any, where: Any, per_image: bool) -> torch.Tensor:
+    """The ``names`` fields side by side: (images, total columns) for per-image fields,
+    one flat vector for summed ones."""
     parts = []
     for name in names:
         value = torch.asarray(getattr(stats, name), dtype=dtype, device=where)
-        parts.append(value.reshape(value.shape[0], math.prod(value.shape[1:])))
-    return torch.cat(parts, dim=1)
+        if per_image:
+            parts.append(value.reshape(value.shape[0], math.prod(value.shape[1:])))
+        else:
+            parts.append(value.reshape(1, math.prod(value.shape)))
+    packed = torch.cat(parts, dim=1)
+    return packed if per_image else packed[0].clone()  # all_reduce writes in place
 
 
-def _unpack(packed: torch.Tensor, like: BatchStatistics, names: tuple) -> dict:
+def _unpack(packed: torch.Tensor, like, names: list, per_image: bool) -> dict:
     """The fields of :func:`_pack` split back, each with its trailing shape in ``like``
-    ((images,) or (images, columns))."""
-    shapes = [tuple(getattr(like, name).shape[1:]) for name in names]
-    parts = torch.split(packed, [math.prod(shape) for shape in shapes], dim=1)
+    (its whole shape for a summed field)."""
+    shapes = [tuple(getattr(like, name).shape[int(per_image) :]) for name in names]
+    rows = packed if per_image else packed[None, :]
+    parts = torch.split(rows, [math.prod(shape) for shape in shapes], dim=1)
     return {
-        name: part.reshape(-1, *shape)
+        name: part.reshape(-1, *shape) if per_image else part.reshape(shape)
         for name, part, shape in zip(names, parts, shapes, strict=True)
     }
 
