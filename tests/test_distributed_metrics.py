@@ -39,6 +39,7 @@ OPTIONS = {
     "compact-classes": {"num_classes": 4, "ignore_index": IGNORE, "classes": [0, 2],
                         "calibration": True, "compact": True},
     "multilabel": {"num_classes": 3, "multilabel": True, "ignore_index": IGNORE, "q": 30},
+    "boundary": {"num_classes": 4, "ignore_index": IGNORE, "boundary": True, "q": 20},
 }  # fmt: skip
 
 
@@ -150,8 +151,10 @@ def test_every_replica_computes_the_metrics_of_the_whole_dataset(backend, name, 
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", ["compact-classes", "multilabel"])
-def test_compact_and_multilabel_replicas_sync_the_same_way(grid_backend, name, layout):
+@pytest.mark.parametrize("name", ["compact-classes", "multilabel", "boundary"])
+def test_compact_multilabel_and_boundary_replicas_sync_the_same_way(
+    grid_backend, name, layout
+):
     check_every_replica(grid_backend, name, layout)
 
 

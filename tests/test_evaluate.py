@@ -24,10 +24,6 @@ from jdt_array.metrics import FineGrainedMetrics
 Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("dask")
 
-HAS_PER_CLASS = hasattr(FineGrainedMetrics, "per_class")
-needs_per_class = pytest.mark.skipif(
-    not HAS_PER_CLASS, reason="per_class() lands with the metric-core branch"
-)
 NO_CLASS = -2  # in the reference: a prediction of no class
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,7 +152,6 @@ def test_cityscapes_mean_iou_agrees_with_the_official_script(cityscapes):
     assert any(np.any(~np.isin(p, list(id_map)) & np.isin(y, list(id_map))) for p, y in raw)
 
 
-@needs_per_class
 def test_cityscapes_class_ious_agree_exactly_with_the_official_script(cityscapes):
     ours, theirs, _, _, labels_module = cityscapes
     names = [labels_module.trainId2label[c].name for c in range(19)]
@@ -602,10 +597,30 @@ def test_csv_holds_one_row_per_image(folder):
     assert [row["name"] for row in rows] == [f"img{i}" for i in range(5)]
     for row, image in zip(rows, got["images"], strict=True):
         assert float(row["mIoU"]) == image["mIoU"] and int(row["pixels"]) == image["pixels"]
-    assert (tmp_path / "tables" / "per_class.csv").exists() == HAS_PER_CLASS
+    assert (tmp_path / "tables" / "per_class.csv").exists()
 
 
-@needs_per_class
+def test_boundary_rows_are_the_cores_boundary_iou(folder, capsys):
+    from _support.metrics_reference import fine_grained_reference
+
+    tmp_path, arrays = folder
+    got = run_json(tmp_path, tmp_path / "p", tmp_path / "l", "--num-classes", 3,
+                   "--ignore-index", 255, "--boundary", "--boundary-width", 2,
+                   "--csv", tmp_path / "tables")  # fmt: skip
+    preds = np.stack([p for p, _ in arrays])
+    labels = np.stack([np.where(y == -1, 255, y) for _, y in arrays])
+    want = fine_grained_reference(preds, labels, num_classes=3, ignore_index=255,
+                                  boundary=True, boundary_width=2)  # fmt: skip
+    for key in ("mBIoUD", "mBIoUI", "mBIoUC", "mBIoUI1", "mBIoUCQ"):
+        assert got["metrics"][key] == pytest.approx(want[key], rel=1e-12), key
+    assert all("mBIoU" in image for image in got["images"])
+    assert {"BIoUD", "BIoUI", "BIoUC"} <= set(got["per_class"])
+    assert "| mBIoUD |" in capsys.readouterr().out
+    with (tmp_path / "tables" / "images.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [float(row["mBIoU"]) for row in rows] == [i["mBIoU"] for i in got["images"]]
+
+
 def test_per_class_scores_are_the_cores_with_the_class_names(folder, capsys):
     tmp_path, arrays = folder
     got = run_json(tmp_path, tmp_path / "p", tmp_path / "l", "--num-classes", 3,
@@ -614,8 +629,11 @@ def test_per_class_scores_are_the_cores_with_the_class_names(folder, capsys):
     metric = FineGrainedMetrics(3, ignore_index=-1)
     for p, y in arrays:
         metric.update(p[None], y[None])
-    want = {k: np.asarray(v).tolist() for k, v in metric.per_class().items()}
-    assert got["per_class"] == pytest.approx(want, rel=1e-15)
+    want = metric.per_class()
+    assert list(got["per_class"]) == list(want)
+    for key, values in got["per_class"].items():  # JSON has null for NaN
+        values = np.array([np.nan if v is None else v for v in values])
+        np.testing.assert_allclose(values, want[key], rtol=1e-15, err_msg=key)
     out = capsys.readouterr().out
     assert "| sky |" in out and "| car |" in out
     with (tmp_path / "tables" / "per_class.csv").open() as file:
@@ -717,8 +735,9 @@ def test_the_help_lists_every_option_and_rules_out_probability_maps(capsys):
     options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     assert set(options) == {
         "--help", "--num-classes", "--ignore-index", "--id-map", "--class-names",
-        "--pred-suffix", "--label-suffix", "--q", "--worst", "--boundary", "--json",
-        "--csv", "--skip-bad", "--workers", "--threads", "--scheduler",
+        "--pred-suffix", "--label-suffix", "--q", "--worst", "--boundary",
+        "--dilation-ratio", "--boundary-width", "--json", "--csv", "--skip-bad",
+        "--workers", "--threads", "--scheduler",
     }  # fmt: skip
     assert all(option in text for option in options)
     assert "Probability maps are out of scope" in " ".join(text.split())
@@ -727,7 +746,8 @@ def test_the_help_lists_every_option_and_rules_out_probability_maps(capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--boundary"], "--boundary (the boundary IoU, issue 26) is not available yet"),
+        (["--boundary-width", "2"], "--boundary-width is the band width of --boundary"),
+        (["--boundary", "--boundary-width", "2", "--dilation-ratio", "0.1"], "not both"),
         (["--scheduler", "tcp://x:1", "--workers", "2"], "--workers and --threads are"),
     ],
 )

@@ -28,6 +28,7 @@ OPTIONS = {
         num_classes=4, ignore_index=IGNORE, classes=[1, 3], calibration=True, compact=True
     ),
     "multilabel": dict(num_classes=3, multilabel=True, ignore_index=IGNORE, q=30),
+    "boundary": dict(num_classes=4, ignore_index=IGNORE, boundary=True, q=20),
 }
 IMAGES = 7
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,7 @@ __all__ = [
     "Evaluation",
     "EvaluationError",
     "ImageResult",
+    "Scoring",
     "evaluate",
     "evaluate_pair",
     "image_scores",
@@ -33,11 +35,23 @@ __all__ = [
 
 Progress = Callable[[int, int, str], None]
 IMAGE_SCORES = {"mIoU": "mIoUI", "mDice": "mDiceI", "mAcc": "mAccI", "Acc": "Acc"}
+BOUNDARY_SCORE = {"mBIoU": "mBIoUI"}  # with --boundary
 _SHOWN_PROBLEMS = 10  # problems listed in an error message; the rest are counted
 
 
 class EvaluationError(Exception):
     """An evaluation that cannot go on; the message says why and what to do."""
+
+
+class Scoring(NamedTuple):
+    """The metric options of an evaluation beside the ids: the worst-case percentage
+    and boundary IoU (``FineGrainedMetrics``'s ``q``, ``boundary``,
+    ``dilation_ratio``, ``boundary_width``)."""
+
+    q: float = 1
+    boundary: bool = False
+    dilation_ratio: float | None = 0.02
+    boundary_width: int | None = None
 
 
 # -- one image pair (runs on a worker) -------------------------------------------------
@@ -56,7 +70,12 @@ class ImageResult:
     error: str | None = None
 
 
-def evaluate_pair(pair: Pair, ids: IdTable, *, skip_bad: bool = False) -> ImageResult:
+DEFAULT_SCORING = Scoring()
+
+
+def evaluate_pair(
+    pair: Pair, ids: IdTable, scoring: Scoring = DEFAULT_SCORING, *, skip_bad: bool = False
+) -> ImageResult:
     """Read, check and count one pair.
 
     Raises:
@@ -73,9 +92,9 @@ def evaluate_pair(pair: Pair, ids: IdTable, *, skip_bad: bool = False) -> ImageR
         if not skip_bad:
             raise
         return ImageResult(pair, error=str(error))
-    stats = image_statistics(ids, pred, label)
+    stats = image_statistics(ids, pred, label, scoring)
     pixels = int(np.count_nonzero(label != IGNORED))
-    scores = image_scores(ids.num_classes, stats) if pixels else None
+    scores = image_scores(ids.num_classes, stats, scoring) if pixels else None
     return ImageResult(pair, tuple(label.shape), pixels, stats, scores)
 
 
@@ -89,7 +108,9 @@ def _shape_mismatch(pair: Pair, pred_shape, label_shape) -> str:
     )
 
 
-def image_statistics(ids: IdTable, pred: np.ndarray, label: np.ndarray) -> BatchStatistics:
+def image_statistics(
+    ids: IdTable, pred: np.ndarray, label: np.ndarray, scoring: Scoring = DEFAULT_SCORING
+) -> BatchStatistics:
     """The metric core's counts of one encoded pair, as those of a batch of one.
 
     Predictions of no class (``ids.void``, C) are counted as a class C + 1 of their own,
@@ -99,8 +120,9 @@ def image_statistics(ids: IdTable, pred: np.ndarray, label: np.ndarray) -> Batch
     """
     C = ids.num_classes
     if ids.void is None:
-        return _metric(C).statistics(pred[None], label[None])
-    return _without_class(_metric(C + 1).statistics(pred[None], label[None]), C)
+        return _metric(C, scoring).statistics(pred[None], label[None])
+    stats = _metric(C + 1, scoring).statistics(pred[None], label[None])
+    return _without_class(stats, C)
 
 
 def _without_class(stats: BatchStatistics, num_classes: int) -> BatchStatistics:
@@ -115,16 +137,20 @@ def _without_class(stats: BatchStatistics, num_classes: int) -> BatchStatistics:
     )
 
 
-def _metric(num_classes: int, q: float = 1) -> FineGrainedMetrics:
-    return FineGrainedMetrics(num_classes, ignore_index=IGNORED, q=q)
+def _metric(num_classes: int, scoring: Scoring) -> FineGrainedMetrics:
+    return FineGrainedMetrics(num_classes, ignore_index=IGNORED, **scoring._asdict())
 
 
-def image_scores(num_classes: int, stats: BatchStatistics) -> dict[str, float]:
-    """The image's own Acc and image-level mAcc, mIoU, mDice (percent), by the core."""
-    metric = _metric(num_classes)
+def image_scores(
+    num_classes: int, stats: BatchStatistics, scoring: Scoring = DEFAULT_SCORING
+) -> dict[str, float]:
+    """The image's own Acc and image-level mAcc, mIoU, mDice (and with boundaries
+    mBIoU), percent, by the core."""
+    metric = _metric(num_classes, scoring)
     metric.update_statistics(stats)
     results = metric.compute()
-    return {name: results[key] for name, key in IMAGE_SCORES.items()}
+    names = {**IMAGE_SCORES, **(BOUNDARY_SCORE if scoring.boundary else {})}
+    return {name: results[key] for name, key in names.items()}
 
 
 # -- the map over all pairs (runs on the client) ---------------------------------------
@@ -132,12 +158,12 @@ def image_scores(num_classes: int, stats: BatchStatistics) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The summary (``FineGrainedMetrics.compute()``), the per-class scores (None until
-    the metric core has ``per_class()``), every evaluated image and every skipped
-    pair or file with its reason."""
+    """The summary (``FineGrainedMetrics.compute()``), the per-class scores
+    (``FineGrainedMetrics.per_class()``), every evaluated image and every skipped pair
+    or file with its reason."""
 
     metrics: dict[str, float]
-    per_class: dict[str, list[float]] | None
+    per_class: dict[str, list[float]]
     images: list[ImageResult]
     skipped: list[str]
 
@@ -146,7 +172,7 @@ def evaluate(
     pairs: Sequence[Pair],
     ids: IdTable,
     *,
-    q: float = 1,
+    scoring: Scoring = DEFAULT_SCORING,
     skip_bad: bool = False,
     skipped: Sequence[str] = (),
     workers: int = 1,
@@ -166,9 +192,11 @@ def evaluate(
     pairs = sorted(pairs, key=lambda pair: pair.name)
     try:
         if scheduler is not None:
-            results = _map_on_cluster(pairs, ids, skip_bad, scheduler, progress)
+            results = _map_on_cluster(pairs, ids, scoring, skip_bad, scheduler, progress)
         else:
-            results = _map_locally(pairs, ids, skip_bad, workers, threads, progress)
+            results = _map_locally(
+                pairs, ids, scoring, skip_bad, workers, threads, progress
+            )
     except LabelFileError as error:  # stops the run at the first bad pair
         raise EvaluationError(
             f"{error}\n(--skip-bad skips and lists the pairs that cannot be evaluated)"
@@ -178,7 +206,7 @@ def evaluate(
     images = [result for result in results if result.error is None]
     if not images:
         raise EvaluationError(listing(bad, "pairs cannot be evaluated; none is left"))
-    metric = _metric(ids.num_classes, q)
+    metric = _metric(ids.num_classes, scoring)
     for image in images:
         metric.update_statistics(image.stats)
     if not any(image.pixels for image in images):
@@ -189,12 +217,9 @@ def evaluate(
     return Evaluation(metric.compute(), per_class_scores(metric), images, [*skipped, *bad])
 
 
-def per_class_scores(metric: FineGrainedMetrics) -> dict[str, list[float]] | None:
+def per_class_scores(metric: FineGrainedMetrics) -> dict[str, list[float]]:
     """``metric.per_class()`` as lists of C floats (percent, NaN where a class has no
     score)."""
-    # The guard goes when the metric-core branch, which adds per_class(), is merged.
-    if not hasattr(metric, "per_class"):
-        return None
     return {
         key: [float(v) for v in np.asarray(values)]
         for key, values in metric.per_class().items()
@@ -209,7 +234,9 @@ def listing(problems: Sequence[str], what: str) -> str:
     return f"{len(problems)} {what}:\n  {shown}{tail}"
 
 
-def _map_locally(pairs, ids, skip_bad, workers, threads, progress) -> list[ImageResult]:
+def _map_locally(
+    pairs, ids, scoring, skip_bad, workers, threads, progress
+) -> list[ImageResult]:
     try:
         import dask
         from dask.callbacks import Callback
@@ -219,7 +246,7 @@ def _map_locally(pairs, ids, skip_bad, workers, threads, progress) -> list[Image
         ) from error
 
     task = dask.delayed(evaluate_pair, pure=False)
-    tasks = [task(pair, ids, skip_bad=skip_bad) for pair in pairs]
+    tasks = [task(pair, ids, scoring, skip_bad=skip_bad) for pair in pairs]
     keys = {task.key for task in tasks}
     done = 0
 
@@ -237,7 +264,7 @@ def _map_locally(pairs, ids, skip_bad, workers, threads, progress) -> list[Image
         return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
 
 
-def _map_on_cluster(pairs, ids, skip_bad, address, progress) -> list[ImageResult]:
+def _map_on_cluster(pairs, ids, scoring, skip_bad, address, progress) -> list[ImageResult]:
     try:
         from distributed import Client, as_completed
     except ImportError as error:
@@ -251,7 +278,9 @@ def _map_on_cluster(pairs, ids, skip_bad, address, progress) -> list[ImageResult
             f"--scheduler {address}: no dask.distributed scheduler answers ({error})"
         ) from error
     with client:
-        futures = client.map(evaluate_pair, pairs, ids=ids, skip_bad=skip_bad, pure=False)
+        futures = client.map(
+            evaluate_pair, pairs, ids=ids, scoring=scoring, skip_bad=skip_bad, pure=False
+        )
         results = []
         for done, (future, result) in enumerate(
             as_completed(futures, with_results=True), 1

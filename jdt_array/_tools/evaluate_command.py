@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from .arguments import at_least
-from .evaluate import EvaluationError, Progress, evaluate, listing
+from .evaluate import EvaluationError, Progress, Scoring, evaluate, listing
 from .evaluate_report import as_json, markdown, write_csv
 from .label_files import FORMATS, LabelFileError, find_pairs
 from .label_ids import IdTable, load_class_names, load_id_map
@@ -86,7 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--boundary", action="store_true",
-        help="also the boundary IoU rows (not available yet in this version)",
+        help="also boundary IoU (Cheng et al., CVPR 2021): the mBIoU rows, the IoU of "
+        "the classes' inner boundary bands, for the edges of objects",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dilation-ratio", type=_positive, default=0.02, metavar="R",
+        help="--boundary: the band width as a fraction of the image diagonal "
+        "(default 0.02, the paper's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--boundary-width", type=at_least(1), metavar="PIXELS",
+        help="--boundary: the band width in pixels instead of --dilation-ratio",
     )  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="write every number as JSON")
     parser.add_argument(
@@ -122,6 +132,16 @@ def _percentage(text: str) -> float:
     return int(value) if value.is_integer() else value  # the key: mIoUI1, not mIoUI1.0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -148,8 +168,12 @@ def run(args: argparse.Namespace, *, progress: Progress = show_progress) -> int:
             )
         if not pairs:
             raise EvaluationError(listing(unpaired, "files have no partner; no pair"))
+        scoring = Scoring(
+            q=args.q, boundary=args.boundary, dilation_ratio=args.dilation_ratio,
+            boundary_width=args.boundary_width,
+        )  # fmt: skip
         result = evaluate(
-            pairs, ids, q=args.q, skip_bad=args.skip_bad, skipped=unpaired,
+            pairs, ids, scoring=scoring, skip_bad=args.skip_bad, skipped=unpaired,
             workers=args.workers or _cpu_count(), threads=args.threads,
             scheduler=args.scheduler, progress=progress,
         )  # fmt: skip
@@ -176,11 +200,10 @@ def _write_files(args: argparse.Namespace, result, class_names: Sequence[str]) -
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    if args.boundary:
-        return (
-            "--boundary (the boundary IoU, issue 26) is not available yet in this "
-            f"version ({__version__})"
-        )
+    if not args.boundary and args.boundary_width is not None:
+        return "--boundary-width is the band width of --boundary; add --boundary"
+    if args.boundary_width is not None and args.dilation_ratio != 0.02:
+        return "give the band width as --dilation-ratio or as --boundary-width, not both"
     if args.scheduler and (args.workers or args.threads):
         return "--workers and --threads are for local runs; the cluster has its workers"
     return None

@@ -25,13 +25,11 @@ def markdown(result: Evaluation, class_names: Sequence[str], worst: int) -> str:
         "",
         *_table(["metric", "value"], [[k, _number(v)] for k, v in result.metrics.items()]),
     ]
-    if result.per_class is not None:
-        keys = list(result.per_class)
-        rows = [
-            [class_names[c], *(_number(result.per_class[k][c]) for k in keys)]
-            for c in range(C)
-        ]
-        lines += ["", "Per class:", "", *_table(["class", *keys], rows)]
+    keys = list(result.per_class)
+    rows = [
+        [class_names[c], *(_number(result.per_class[k][c]) for k in keys)] for c in range(C)
+    ]
+    lines += ["", "Per class:", "", *_table(["class", *keys], rows)]
     ranked = worst_images(result.images, worst)
     if ranked:
         rows = [[image.pair.name, *map(_number, image.scores.values())] for image in ranked]
@@ -66,7 +64,7 @@ def as_json(result: Evaluation, options: dict[str, Any]) -> dict[str, Any]:
     """Every number of the evaluation; NaN becomes null."""
     return {
         "metrics": _finite(result.metrics),
-        "per_class": None if result.per_class is None else _finite(result.per_class),
+        "per_class": _finite(result.per_class),
         "images": [_image_entry(image) for image in result.images],
         "skipped": list(result.skipped),
         "options": options,
@@ -95,23 +93,24 @@ def _finite(value: Any) -> Any:
 
 
 def write_csv(folder: Path, result: Evaluation, class_names: Sequence[str]) -> list[Path]:
-    """``images.csv`` (one row per image) and, with per-class scores, ``per_class.csv``."""
+    """``images.csv`` (one row per image) and ``per_class.csv`` (one row per class)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "images.csv"]
+    # the scores of each image: IMAGE_SCORES, and mBIoU with --boundary
+    names = next((list(i.scores) for i in result.images if i.scores), list(IMAGE_SCORES))
     with written[0].open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["name", "pred", "label", "pixels", *IMAGE_SCORES])
+        writer.writerow(["name", "pred", "label", "pixels", *names])
         for image in result.images:
-            scores = image.scores or dict.fromkeys(IMAGE_SCORES, "")
+            scores = image.scores or dict.fromkeys(names, "")
             writer.writerow(
                 [image.pair.name, image.pair.pred, image.pair.label, image.pixels,
                  *scores.values()]
             )  # fmt: skip
-    if result.per_class is not None:
-        written.append(folder / "per_class.csv")
-        with written[1].open("w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["class_id", "class", *result.per_class])
-            for c, name in enumerate(class_names):
-                writer.writerow([c, name, *(v[c] for v in result.per_class.values())])
+    written.append(folder / "per_class.csv")
+    with written[1].open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["class_id", "class", *result.per_class])
+        for c, name in enumerate(class_names):
+            writer.writerow([c, name, *(v[c] for v in result.per_class.values())])
     return written

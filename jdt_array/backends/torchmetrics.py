@@ -65,7 +65,8 @@ class FineGrainedMetrics(torchmetrics.Metric):
 
     The constructor of the core class (``num_classes``, ``ignore_index``, ``binary``,
     ``q``, ``num_bins``, ``calibration``, ``eager_checks``, ``classes``,
-    ``multilabel``, ``threshold``, ``activation``, ``compact``), plus ``class_axis`` of
+    ``multilabel``, ``threshold``, ``activation``, ``compact``, ``boundary``,
+    ``dilation_ratio``, ``boundary_width``), plus ``class_axis`` of
     the probabilities given to ``update`` and torchmetrics' own keyword arguments.
     ``update(prob_or_pred, label)`` takes probabilities or logits (B, C, *spatial)
     (their argmax is the prediction; calibration needs probabilities) or integer
@@ -105,6 +106,9 @@ class FineGrainedMetrics(torchmetrics.Metric):
         threshold: float = 0.5,
         activation: str | None = None,
         compact: bool = False,
+        boundary: bool = False,
+        dilation_ratio: float | None = 0.02,
+        boundary_width: int | None = None,
         class_axis: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -113,7 +117,8 @@ class FineGrainedMetrics(torchmetrics.Metric):
             num_classes, ignore_index=ignore_index, binary=binary, q=q,
             num_bins=num_bins, calibration=calibration, eager_checks=eager_checks,
             classes=classes, multilabel=multilabel, threshold=threshold,
-            activation=activation, compact=compact,
+            activation=activation, compact=compact, boundary=boundary,
+            dilation_ratio=dilation_ratio, boundary_width=boundary_width,
         )  # fmt: skip
         self.num_classes = num_classes
         self.class_axis = checks.check_class_axis(class_axis)

@@ -16,6 +16,7 @@ from .. import _checks as checks
 from .. import _kernels
 from .._array import compute_dtype, device, namespace_of
 from .._pixels import masked_mean, not_ignored
+from ._boundary import boundary_counts
 from ._options import MetricOptions, scored_mask
 
 __all__ = ["BatchStatistics", "MetricOptions", "batch_statistics", "scored_mask"]
@@ -42,6 +43,10 @@ class BatchStatistics(NamedTuple):
     sce_image: Array | None = None  # (B,) static calibration error of each image, in [0, 1]
     sce_gap: Array | None = None  # (C', K) per class and bin, summed over the batch
     kept_count: Array | None = None  # (B,) kept pixels (multi-label: kept entries)
+    # boundary=True: the counts of the bands of width d of each class's masks (B, C)
+    boundary_intersection: Array | None = None  # |G_d & P_d|
+    boundary_pred_count: Array | None = None  # |P_d|, the predicted band
+    boundary_label_count: Array | None = None  # |G_d|, the labelled band
 
 
 def batch_statistics(
@@ -57,6 +62,9 @@ def batch_statistics(
     threshold: float = 0.5,
     activation: str | None = None,
     classes: Any = None,
+    boundary: bool = False,
+    dilation_ratio: float | None = 0.02,
+    boundary_width: int | None = None,
     class_axis: int = 1,
 ) -> BatchStatistics:
     """Per-image pixel counts of a batch; a pure function that also runs under ``jax.jit``.
@@ -107,6 +115,10 @@ def batch_statistics(
         activation: multi-label: ``"sigmoid"`` for logits, None for probabilities.
         classes: the class ids the scores average (only the per-image static
             calibration error depends on it here); None for all.
+        boundary: also count the boundary bands of every class (boundary IoU, see
+            :mod:`jdt_array.metrics._boundary`): the ``boundary_*`` fields.
+        dilation_ratio, boundary_width: the width d of the bands, as a fraction of
+            the image diagonal (0.02, the paper's) or in pixels.
         class_axis: the class axis of probabilities (and multi-label labels).
 
     Returns:
@@ -121,7 +133,7 @@ def batch_statistics(
     """
     options = MetricOptions(
         num_classes, ignore_index, binary, num_bins, calibration, multilabel, threshold,
-        activation, classes,
+        activation, classes, boundary, dilation_ratio, boundary_width,
     )  # fmt: skip
     return statistics_of(prob_or_pred, label, options, class_axis)
 
@@ -157,11 +169,32 @@ def statistics_of(
         # each kept pixel with a class id is labelled with exactly one class
         kept_count=xp.sum(label_count, axis=1),
     )
+    if options.boundary:
+        stats = _with_boundary(xp, stats, lab, prd, counted, shape, options)
     if not options.calibration:
         return stats
     hit = xp.where(prd == lab, lab, C)  # the class of correctly predicted pixels, else C
     return _with_calibration(
         xp, stats, prob_or_pred, axis, flat, lab, hit, counted, options
+    )
+
+
+def _with_boundary(xp, stats, lab, prd, counted, shape, options: MetricOptions):
+    """``stats`` with the counts of the boundary bands, from the (B, N) ids of
+    :func:`statistics_of` seen again as (B, *spatial) maps."""
+    if len(shape) < 2:
+        raise ValueError(
+            f"boundary=True needs images with spatial axes, (B, *spatial) labels; got "
+            f"label shape {shape}"
+        )
+    intersection, pred_band, label_band = boundary_counts(
+        xp, xp.reshape(lab, shape), xp.reshape(prd, shape), xp.reshape(counted, shape),
+        options.num_classes, options.width(shape[1:]),
+    )  # fmt: skip
+    return stats._replace(
+        boundary_intersection=intersection,
+        boundary_pred_count=pred_band,
+        boundary_label_count=label_band,
     )
 
 

@@ -67,6 +67,22 @@ class FineGrainedMetrics:
       torchmetrics' ``MultilabelJaccardIndex`` / ``MultilabelF1Score`` (macro) where
       every class occurs (torchmetrics scores an unseen class 0).
 
+    * ``boundary=True``: boundary IoU (Cheng et al., "Boundary IoU: Improving
+      Object-Centric Image Segmentation Evaluation", CVPR 2021) at the same levels,
+      keys ``mBIoUD``, ``mBIoUI``, ``mBIoUC`` and the worst cases ``mBIoUI{q}``,
+      ``mBIoUC{q}``, ``mBIoUIQ``, ``mBIoUCQ`` (``per_class``: ``BIoUD``, ``BIoUI``,
+      ``BIoUC``): computed exactly as their ``mIoU*`` counterparts with the counts of
+      the classes' boundary bands in place of their masks' (tp = |G_d & P_d|, the
+      predicted band |P_d|, the labelled band |G_d|), a class being present in an
+      image where its labelled band is not empty. The band of a mask is the mask
+      minus its erosion by a cube of side 2d + 1, the image surrounded by background,
+      as in the paper's reference code; d = max(1, round(``dilation_ratio`` x the
+      image diagonal)) (0.02, the paper's), or ``boundary_width`` pixels. Dropped
+      pixels belong to no mask and are counted nowhere (see
+      :func:`jdt_array.metrics._boundary.boundary_counts`). Boundary IoU weighs the
+      edges of objects: a model that gets large objects right but their outlines
+      wrong scores well in mIoU and poorly here. Class-id maps only (not multi-label).
+
     A mean over nothing (every class of ``classes`` absent from every image, say) is
     NaN, except in the binary and multi-label rules where it is 100 as above.
     :meth:`per_class` gives the per-class scores behind the means.
@@ -134,6 +150,9 @@ class FineGrainedMetrics:
         threshold: multi-label: the probability above which an entry is positive.
         activation: multi-label: ``"sigmoid"`` if ``update`` gets logits.
         compact: keep O(C) sums instead of per-image counts (no worst cases).
+        boundary: also compute boundary IoU (the ``mBIoU*`` keys, see above).
+        dilation_ratio: the band width d as a fraction of the image diagonal.
+        boundary_width: d in pixels instead (leave ``dilation_ratio`` at its default).
     """
 
     def __init__(
@@ -151,10 +170,13 @@ class FineGrainedMetrics:
         threshold: float = 0.5,
         activation: str | None = None,
         compact: bool = False,
+        boundary: bool = False,
+        dilation_ratio: float | None = 0.02,
+        boundary_width: int | None = None,
     ) -> None:
         self.options = MetricOptions(
             num_classes, ignore_index, binary, num_bins, calibration, multilabel,
-            threshold, activation, classes,
+            threshold, activation, classes, boundary, dilation_ratio, boundary_width,
         )  # fmt: skip
         self.q = _check_q(q)
         self.eager_checks = checks.check_bool("eager_checks", eager_checks)
@@ -171,7 +193,9 @@ class FineGrainedMetrics:
             for name, value, default in (
                 ("classes", o.classes, None), ("multilabel", o.multilabel, False),
                 ("threshold", o.threshold, 0.5), ("activation", o.activation, None),
-                ("compact", self.layout.compact, False),
+                ("compact", self.layout.compact, False), ("boundary", o.boundary, False),
+                ("dilation_ratio", o.dilation_ratio, 0.02),
+                ("boundary_width", o.boundary_width, None),
             )
             if value != default
         )  # fmt: skip
@@ -188,7 +212,8 @@ class FineGrainedMetrics:
             o.num_classes, ignore_index=o.ignore_index, binary=o.binary, q=self.q,
             num_bins=o.num_bins, calibration=o.calibration, eager_checks=self.eager_checks,
             classes=o.classes, multilabel=o.multilabel, threshold=o.threshold,
-            activation=o.activation, compact=self.layout.compact,
+            activation=o.activation, compact=self.layout.compact, boundary=o.boundary,
+            dilation_ratio=o.dilation_ratio, boundary_width=o.boundary_width,
         )  # fmt: skip
 
     def reset(self) -> None:

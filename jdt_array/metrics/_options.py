@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _checks as checks
+from ._boundary import boundary_width
 
 __all__ = ["ACTIVATIONS", "MetricOptions", "scored_mask"]
 
@@ -30,12 +31,15 @@ class MetricOptions:
     threshold: float = 0.5
     activation: str | None = None
     classes: tuple[int, ...] | None = None
+    boundary: bool = False
+    dilation_ratio: float | None = 0.02
+    boundary_width: int | None = None
 
     def __post_init__(self) -> None:
         checks.check_int("num_classes", self.num_classes, low=1)
         checks.check_int("num_bins", self.num_bins, low=1)
         checks.check_ignore_index(self.ignore_index)
-        for name in ("binary", "calibration", "multilabel"):
+        for name in ("binary", "calibration", "multilabel", "boundary"):
             checks.check_bool(name, getattr(self, name))
         if self.binary and self.num_classes != 2:
             raise ValueError(
@@ -65,6 +69,24 @@ class MetricOptions:
                 "errors of Wang et al. rank the classes of a softmax"
             )
         object.__setattr__(self, "classes", _checked_classes(self))
+        if self.boundary:
+            if self.multilabel:
+                raise ValueError(
+                    "boundary=True takes maps of class ids (multi-class or binary); "
+                    "the boundary bands of multi-label masks are not computed"
+                )
+            # the width's arguments, checked on a one-pixel image (any shape would do)
+            boundary_width(
+                (1,), dilation_ratio=self.dilation_ratio,
+                boundary_width=self.boundary_width,
+            )  # fmt: skip
+
+    def width(self, spatial_shape: tuple[int, ...]) -> int:
+        """d, the width of the boundary bands of images of ``spatial_shape``."""
+        return boundary_width(
+            spatial_shape, dilation_ratio=self.dilation_ratio,
+            boundary_width=self.boundary_width,
+        )  # fmt: skip
 
     @property
     def calibration_classes(self) -> int:

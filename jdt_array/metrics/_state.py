@@ -66,7 +66,16 @@ class CountSet(NamedTuple):
     option: str | None  # the MetricOptions flag that turns it on; None: always
 
 
-COUNT_SETS = (CountSet("", ("intersection", "pred_count", "label_count"), SCORES, None),)
+COUNT_SETS = (
+    CountSet("", ("intersection", "pred_count", "label_count"), SCORES, None),
+    # boundary IoU (Cheng et al., CVPR 2021): the IoU of the classes' boundary bands
+    CountSet(
+        "B",
+        ("boundary_intersection", "boundary_pred_count", "boundary_label_count"),
+        ("IoU",),
+        "boundary",
+    ),
+)
 
 
 def count_sets(options: MetricOptions) -> tuple[CountSet, ...]:
@@ -123,6 +132,8 @@ def batch_fields(o: MetricOptions) -> dict[str, Field | None]:
         "sce_gap": ((o.calibration_classes, K), False) if calibration else None,
         "kept_count": one,
     }
+    for name in COUNT_SETS[1].fields:  # the boundary counts
+        table[name] = count if o.boundary else None
     return {
         name: None if spec is None else Field(*spec, name not in _BATCH_SUMMED)
         for name, spec in table.items()

@@ -251,6 +251,21 @@ def check_width_one_images_with_integer_predictions():
     close(metric.result(), want["mIoUI"], "(B, H, 1, 1) labels")
 
 
+def check_boundary_iou_matches_the_core():
+    z, y = inputs()
+    options = {"ignore_index": IGNORE, "boundary_width": 1}
+    reference = jdt_array.metrics.FineGrainedMetrics(C, boundary=True, **options)
+    reference.update(z, y, class_axis=-1)
+    want = reference.compute()
+    for level in "DIC":
+        metric = jk.FineGrainedMeanBoundaryIoU(C, level=level, **options)
+        metric.update_state(y[:2], z[:2])
+        metric.update_state(y[2:], z[2:])
+        close(metric.result(), want[f"mBIoU{level}"], f"mBIoU{level}")
+    again = keras.metrics.deserialize(keras.metrics.serialize(metric))
+    assert again.get_config() == metric.get_config()
+
+
 def check_classes_multilabel_and_per_class_match_the_core():
     z, y = inputs()
     options = {"classes": [1, 2], "ignore_index": IGNORE}

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from _support.boundary_reference import band_by_erosion, band_width
+
 QS = range(10, 101, 10)
 NAN = float("nan")
 
@@ -33,10 +35,15 @@ def fine_grained_reference(
     multilabel=False,
     threshold=0.5,
     activation=None,
+    boundary=False,
+    dilation_ratio=0.02,
+    boundary_width=None,
     worst=True,
 ) -> dict[str, float]:
     """All metrics of one dataset (every image in one array), values in percent; no
-    worst-case keys if not ``worst`` (the compact mode's keys)."""
+    worst-case keys if not ``worst`` (the compact mode's keys). With ``boundary``, the
+    boundary IoU keys ``mBIoU*``: the IoU keys of the classes' boundary bands
+    (Cheng et al., CVPR 2021) in place of their masks."""
     images, scored, either = _setup(
         prob_or_pred, label, num_classes, ignore_index, class_axis, classes, binary,
         multilabel, threshold, activation,
@@ -52,6 +59,11 @@ def fine_grained_reference(
             if worst:
                 results[f"m{score}{level}Q"] = sum(mean_of(qq) for qq in QS) / len(QS)
                 results[f"m{score}{level}{q:g}"] = mean_of(q)
+    if boundary:
+        d = band_width(np.shape(label)[1:], dilation_ratio, boundary_width)
+        bands = list(_band_images(prob_or_pred, label, num_classes, ignore_index,
+                                  class_axis, d))  # fmt: skip
+        results.update(_boundary_keys(bands, scored, either, q, worst))
     if calibration:
         results.update(_calibration(images, scored, binary, num_bins))
     return results
@@ -140,6 +152,37 @@ def _images(prob_or_pred, label, num_classes, ignore_index, class_axis):
             c: _counts(image["pred"] == c, image["label"] == c) for c in range(num_classes)
         }
         yield image
+
+
+def _band_images(prob_or_pred, label, num_classes, ignore_index, class_axis, d):
+    """Per image with a kept pixel: the counts of the classes' boundary bands of width
+    d, the masks being the kept pixels of each class (dropped pixels in no mask)."""
+    x, label = np.asarray(prob_or_pred), np.asarray(label)
+    pred = np.argmax(x, axis=class_axis) if x.dtype.kind == "f" else x
+    for b in range(label.shape[0]):
+        kept = (label[b] >= 0) & (label[b] < num_classes)
+        if ignore_index is not None:
+            kept &= label[b] != ignore_index
+        if not kept.any():
+            continue
+        counts = {}
+        for c in range(num_classes):
+            g = band_by_erosion((label[b] == c) & kept, d)
+            p = band_by_erosion((pred[b] == c) & kept, d)
+            counts[c] = _counts(p.reshape(-1), g.reshape(-1))
+        yield {"counts": counts}
+
+
+def _boundary_keys(images, scored, either, q, worst) -> dict[str, float]:
+    """The keys mBIoU*: the IoU means of the band counts, in the package's order."""
+    results = {"mBIoUD": _dataset_level(images, scored, either)["mIoUD"]}
+    for level, reduce in (("I", _image_values), ("C", _class_values)):
+        results[f"mBIoU{level}"] = 100 * reduce(images, scored, either, "IoU", None)
+        if worst:
+            values = [100 * reduce(images, scored, either, "IoU", qq) for qq in QS]
+            results[f"mBIoU{level}Q"] = sum(values) / len(QS)
+            results[f"mBIoU{level}{q:g}"] = 100 * reduce(images, scored, either, "IoU", q)
+    return results
 
 
 def _multilabel_images(x, label, num_classes, ignore_index, class_axis, threshold,

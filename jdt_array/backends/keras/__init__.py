@@ -41,6 +41,7 @@ from .losses import (
 )
 from .metrics import (
     FineGrainedMeanAccuracy,
+    FineGrainedMeanBoundaryIoU,
     FineGrainedMeanDice,
     FineGrainedMeanIoU,
     FineGrainedMetric,
@@ -50,6 +51,7 @@ __all__ = [
     "CEJDTLoss",
     "DiceLoss",
     "FineGrainedMeanAccuracy",
+    "FineGrainedMeanBoundaryIoU",
     "FineGrainedMeanDice",
     "FineGrainedMeanIoU",
     "FineGrainedMetric",

@@ -22,13 +22,14 @@ from ._library import PACKAGE, check_backend, keras
 
 __all__ = [
     "FineGrainedMeanAccuracy",
+    "FineGrainedMeanBoundaryIoU",
     "FineGrainedMeanDice",
     "FineGrainedMeanIoU",
     "FineGrainedMetric",
 ]
 
 LEVELS = ("D", "I", "C")
-SCORES = ("IoU", "Dice", "Acc")
+SCORES = ("IoU", "Dice", "Acc", "BIoU")  # BIoU: boundary IoU (the core's mBIoU keys)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -45,7 +46,9 @@ class FineGrainedMetric(keras.metrics.Metric):
       averaged over classes.
 
     ``classes``, ``binary`` and ``multilabel`` (with ``threshold`` and
-    ``activation``) as in the core class. The state is the core's compact state:
+    ``activation``) as in the core class. ``score="BIoU"`` is boundary IoU (the core's
+    ``boundary=True``, keys ``mBIoU{level}``), its band width ``dilation_ratio`` of the
+    image diagonal or ``boundary_width`` pixels. The state is the core's compact state:
     O(C) sums in ``add_variable``\ s (integer counts in int64, or int32 where the
     backend has no int64: JAX without x64, exact up to 2^31 - 1 pixels per class;
     sums of per-image scores in float64, float32 there), so ``update_state`` and
@@ -82,6 +85,8 @@ class FineGrainedMetric(keras.metrics.Metric):
         multilabel: bool = False,
         threshold: float = 0.5,
         activation: str | None = None,
+        dilation_ratio: float | None = 0.02,
+        boundary_width: int | None = None,
         class_axis: int = -1,
         name: str | None = None,
         dtype: Any = None,
@@ -94,8 +99,10 @@ class FineGrainedMetric(keras.metrics.Metric):
         self._core = _CoreMetrics(
             num_classes, ignore_index=ignore_index, binary=binary, classes=classes,
             multilabel=multilabel, threshold=threshold, activation=activation,
-            compact=True,
+            compact=True, boundary=score == "BIoU", dilation_ratio=dilation_ratio,
+            boundary_width=boundary_width,
         )  # fmt: skip
+        self.dilation_ratio, self.boundary_width = dilation_ratio, boundary_width
         super().__init__(name=name or f"m{score}{level}", dtype=dtype)
         self.num_classes, self.score, self.level = num_classes, score, level
         self.ignore_index, self.binary, self.class_axis = ignore_index, binary, class_axis
@@ -164,7 +171,8 @@ class FineGrainedMetric(keras.metrics.Metric):
             num_classes=self.num_classes, score=self.score, level=self.level,
             ignore_index=self.ignore_index, binary=self.binary, classes=self.classes,
             multilabel=self.multilabel, threshold=self.threshold,
-            activation=self.activation, class_axis=self.class_axis,
+            activation=self.activation, dilation_ratio=self.dilation_ratio,
+            boundary_width=self.boundary_width, class_axis=self.class_axis,
         )  # fmt: skip
         return config
 
@@ -210,6 +218,8 @@ class _OneScore(FineGrainedMetric):
         multilabel: bool = False,
         threshold: float = 0.5,
         activation: str | None = None,
+        dilation_ratio: float | None = 0.02,
+        boundary_width: int | None = None,
         class_axis: int = -1,
         name: str | None = None,
         dtype: Any = None,
@@ -217,7 +227,8 @@ class _OneScore(FineGrainedMetric):
         super().__init__(
             num_classes, score=self._score, level=level, ignore_index=ignore_index,
             binary=binary, classes=classes, multilabel=multilabel, threshold=threshold,
-            activation=activation, class_axis=class_axis, name=name, dtype=dtype,
+            activation=activation, dilation_ratio=dilation_ratio,
+            boundary_width=boundary_width, class_axis=class_axis, name=name, dtype=dtype,
         )  # fmt: skip
 
     def get_config(self) -> dict[str, Any]:
@@ -249,3 +260,12 @@ class FineGrainedMeanAccuracy(_OneScore):
     """mAccD, mAccI or mAccC (``level``); see :class:`FineGrainedMetric`."""
 
     _score = "Acc"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FineGrainedMeanBoundaryIoU(_OneScore):
+    """Boundary IoU, mBIoUD, mBIoUI or mBIoUC (``level``), its band width
+    ``dilation_ratio`` of the image diagonal (or ``boundary_width`` pixels); see
+    :class:`FineGrainedMetric` and the core's ``boundary=True``."""
+
+    _score = "BIoU"
