@@ -91,8 +91,12 @@ def check_classes(classes: Any) -> tuple[int, ...] | None:
     ids = tuple(int(c) for c in ids)
     if not ids:
         raise ValueError("classes must name at least one class id, got an empty sequence")
-    if min(ids) < 0 or len(set(ids)) != len(ids):
-        raise ValueError(f"classes must hold distinct class ids >= 0, got {classes!r}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(
+            f"classes must hold distinct class ids (no id may repeat), got {classes!r}"
+        )
+    if min(ids) < 0:
+        raise ValueError(f"classes must hold class ids >= 0, got {classes!r}")
     return ids
 
 
@@ -104,11 +108,13 @@ def class_count(logits: Any, class_axis: int) -> int:
 
 
 def check_class_ids(classes: tuple[int, ...] | None, num_classes: int) -> None:
-    """Raise when a class id of ``classes`` is not below ``num_classes``."""
-    if classes is not None and max(classes) >= num_classes:
+    """Raise when a class id of ``classes`` (checked by :func:`check_classes`) is not
+    below ``num_classes``."""
+    outside = [c for c in classes or () if c >= num_classes]
+    if outside:
         raise ValueError(
-            f"classes={list(classes)} names class {max(classes)}, but the logits have "
-            f"{num_classes} classes (ids 0 .. {num_classes - 1})"
+            f"classes must be ids in [0, {num_classes}), got {outside} in "
+            f"{list(classes)} (there are {num_classes} classes)"
         )
 
 

@@ -253,7 +253,7 @@ def test_generalized_dice_weight_types_equal_monai(w_type, batch):
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"classes": [0, 5]}, ValueError, "names class 5"),
+        ({"classes": [0, 5]}, ValueError, r"ids in \[0, 5\), got \[5\]"),
         ({"classes": [1, 1]}, ValueError, "distinct"),
         ({"classes": []}, ValueError, "at least one"),
         ({"classes": [1.0]}, TypeError, "int class ids"),

@@ -3,7 +3,6 @@ classes the scores average."""
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,26 +124,7 @@ def _checked_classes(options: MetricOptions) -> tuple[int, ...] | None:
         raise ValueError(
             "classes= cannot be combined with binary=True, which scores class 1 only"
         )
-    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
-        raise TypeError(f"classes must be a sequence of class ids, got {classes!r}")
-    ids = []
-    for value in classes:
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            ids.append(operator.index(value))
-        except TypeError:
-            raise TypeError(
-                f"classes must hold int class ids, got {value!r} in {classes!r}"
-            ) from None
-    if not ids:
-        raise ValueError("classes must name at least one class, got an empty sequence")
-    outside = [c for c in ids if not 0 <= c < num_classes]
-    if outside:
-        raise ValueError(
-            f"classes must be ids in [0, {num_classes}), got {outside} in {classes!r}"
-        )
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"classes must not repeat a class id, got {classes!r}")
+    ids = checks.check_classes(classes)
+    checks.check_class_ids(ids, num_classes)
     ids = tuple(sorted(ids))
     return None if ids == tuple(range(num_classes)) else ids
