@@ -156,3 +156,12 @@ def test_finite_gradients(backend, case):
     if case == "all-ignored":
         assert float(backend.to_numpy(b_loss)) == 0.0
         assert np.all(grad == 0)
+
+
+def test_partials_of_family_losses():
+    logits, label, _ = inputs(0, True)
+    focal = functools.partial(jdt_array.cross_entropy, gamma=2.0, ignore_index=IGNORE)
+    a = jdt_array.value_and_grad(focal, logits, label)
+    b = jdt_array.value_and_grad(jdt_array.cross_entropy, logits, label, gamma=2.0,
+                                 ignore_index=IGNORE)  # fmt: skip
+    np.testing.assert_array_equal(a[1], b[1])
