@@ -168,7 +168,11 @@ def test_synced_leaves_the_local_metric_unchanged_and_counts_each_image_once():
     def gather(stats):  # a second replica holding the other images
         return BatchStatistics(
             *(
-                np.concatenate([a, b]) if name != "sce_gap" else a + b
+                None
+                if a is None
+                else np.concatenate([a, b])
+                if name != "sce_gap"
+                else a + b
                 for name, a, b in zip(BatchStatistics._fields, stats, other, strict=True)
             )
         )
