@@ -24,6 +24,7 @@ from ._activation import check_activation, dense_inputs, is_hard
 from ._array import Array, compute_dtype, device, namespace_of
 from ._cardinalities import Prepared, Statistics, statistics, statistics_vjp
 from ._kernels import softmax
+from ._kernels.fused import FusedCase
 from ._pixels import kept_pixels
 from ._tversky import levels, loss_from_levels, statistics_grad
 
@@ -355,12 +356,12 @@ def statistics_of(
         inputs = prepare(logits, label, keep_mask, options)
         return statistics(inputs)[0], inputs.hard, None
     checked = check_inputs(logits, label, keep_mask, options)
-    fused = _kernels.fused_statistics(
-        checked.xp, logits, label, keep_mask, checked.class_axis, options.norm,
-        options.ignore_index,
-    )  # fmt: skip
-    if fused is not None:
-        return Statistics(*fused[:4]), checked.hard, tuple(fused[4:])
+    fused = _kernels.kernels_for(checked.xp).fused
+    case = FusedCase(logits, label, keep_mask, checked.class_axis, options.norm,
+                     options.ignore_index, checked.hard)  # fmt: skip
+    if fused is not None and fused.covers(case):
+        stats = fused.statistics(case)
+        return Statistics(*stats[:4]), checked.hard, (stats.ce_sum, stats.count)
     xp, axis, hard, keep = checked
     prob = softmax(xp, logits, axis, compute_dtype(xp, logits.dtype), keep)
     inputs = Prepared(xp, prob, label, keep, axis, options.norm, hard)

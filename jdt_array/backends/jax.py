@@ -8,10 +8,11 @@ The core functions already work under ``jit``, ``grad`` and ``vmap``; the
 hand-derived one, which keeps only the inputs as residuals and recomputes the softmax.
 
 The pixel-level part runs in one of two forms, chosen when a loss is traced by the
-environment variable ``JDT_ARRAY_JAX_KERNEL``: ``auto`` (the default) and ``xla`` run
-the array code through XLA; ``pallas`` runs the two fused Pallas passes of
-``jdt_array._kernels.jax_pallas`` (in Pallas's interpreter on CPU) for the cases they
-cover (softmax, ``norm=1``, the class axis first or last) and the XLA form for the rest.
+environment variable ``JDT_ARRAY_JAX_KERNEL`` (through ``jdt_array._kernels.kernels_for``):
+``auto`` (the default) and ``xla`` run the array code through XLA; ``pallas`` runs the
+two fused Pallas passes of ``jdt_array._kernels.jax_pallas`` (compiled through Pallas's
+Triton lowering on GPU, in Pallas's interpreter on CPU) for the cases they cover
+(softmax, ``norm=1``, the class axis first or last) and the XLA form for the rest.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from typing import Any
 
 import jax
 
+from .._array import array_namespace
 from .._cardinalities import label_vjp, statistics, statistics_vjp
-from .._kernels import jax_pallas
+from .._kernels import kernels_for
+from .._kernels.fused import FusedCase
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
-from .._kernels.jax import kernel_choice
 from ..jdt import JDTOptions, check_inputs, loss_with_options, prepare
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
@@ -47,22 +49,20 @@ __all__ = [
 
 
 @functools.lru_cache(maxsize=128)
-def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
+def _lean_statistics(options: JDTOptions, kernels: Any) -> Callable:
     """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics, with
-    the pixel-level passes of ``kernel`` ("xla" or "pallas").
+    the pixel-level passes of the kernel set ``kernels`` (its fused kernel where it
+    covers the case, XLA code otherwise).
 
     The rest of the loss, collectives included, is left to JAX's autodiff, which knows
     how to transpose them.
     """
 
-    def fused(logits, label):
-        return kernel == "pallas" and uses_pallas(logits, label, options)
-
     @jax.custom_vjp
     def lean(logits, label, keep_mask):
-        if fused(logits, label):
-            _, axis, hard, keep = check_inputs(logits, label, keep_mask, options)
-            return jax_pallas.statistics(logits, label, keep, axis, hard)
+        case = _fused_case(kernels, options, logits, label, keep_mask, check_values=True)
+        if case is not None:
+            return tuple(kernels.fused.statistics(case)[:4])
         return tuple(statistics(prepare(logits, label, keep_mask, options))[0])
 
     def forward(logits, label, keep_mask):
@@ -79,11 +79,9 @@ def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
             g_label = label_vjp(inputs, g_label_card, g_diff_card)
             # A (B, *spatial) label of one sigmoid channel was given the class axis.
             g_label = g_label.reshape(label.shape).astype(label.dtype)
-        if fused(logits, label):
-            grad = jax_pallas.statistics_vjp(
-                logits, label, inputs.keep, inputs.class_axis, inputs.hard,
-                g_prob_card, g_diff_card,
-            )  # fmt: skip
+        case = _fused_case(kernels, options, logits, label, keep_mask, check_values=False)
+        if case is not None:
+            grad = kernels.fused.statistics_vjp(case, g_prob_card, g_diff_card)
         else:
             grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
         return grad.astype(logits.dtype), g_label, None
@@ -92,12 +90,16 @@ def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
     return lean
 
 
-def uses_pallas(logits: jax.Array, label: jax.Array, options: JDTOptions) -> bool:
-    """Whether the Pallas form computes this loss when ``JDT_ARRAY_JAX_KERNEL=pallas``;
-    the cases it does not cover run the XLA form (see ``jax_pallas.covers``)."""
-    ndim = logits.ndim
-    axis = options.class_axis + ndim if options.class_axis < 0 else options.class_axis
-    return jax_pallas.covers(logits, label, axis, options.norm, options.activation)
+def _fused_case(kernels, options, logits, label, keep_mask, *, check_values) -> Any:
+    """The case of the kernel set's fused kernel, or None where it has none or it
+    does not cover these inputs (``fused.covers``)."""
+    if kernels.fused is None or options.activation != "softmax":
+        return None
+    _, axis, hard, _ = check_inputs(logits, label, keep_mask, options,
+                                    check_values=check_values)  # fmt: skip
+    case = FusedCase(logits, label, keep_mask, axis, options.norm, options.ignore_index,
+                     hard)  # fmt: skip
+    return case if kernels.fused.covers(case) else None
 
 
 def replica_sum(axis_name: Any) -> Callable[[jax.Array], jax.Array]:
@@ -136,8 +138,10 @@ def jdt_loss(
 
 
 def _statistics(logits, label, keep_mask, options):
-    # The kernel is read here, at trace time: a changed setting applies at the next trace.
-    return _lean_statistics(options, kernel_choice())(logits, label, keep_mask)
+    # The kernel set is chosen here, at trace time: a changed setting applies at the
+    # next trace.
+    kernels = kernels_for(array_namespace(logits))
+    return _lean_statistics(options, kernels)(logits, label, keep_mask)
 
 
 def _reduce(axis_name: Any) -> Callable | None:

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..._array import in_torch_func
+from ..._array import array_namespace, in_torch_func
 from ..._cardinalities import label_vjp, statistics, statistics_vjp
-from ..._kernels import torch_fused
+from ..._kernels import kernels_for
+from ..._kernels.fused import FusedCase
 from ..._kernels.torch import autograd_value_and_grad as value_and_grad
 from ...jdt import JDTOptions, loss_with_options, prepare
 
@@ -163,15 +164,24 @@ def loss_with(
     # Inside torch.func transforms autograd.Function needs what the lean backward
     # cannot give (setup_context, a vmap rule): autodiff there.
     lean = backward == "vjp" and logits.requires_grad and not in_torch_func(logits)
-    # The fused Triton statistics have a lean backward of their own (a second pass).
-    fused = options.activation == "softmax" and torch_fused.fuses(
-        logits, label, options.class_axis
-    )
-    lean = lean and not fused
+    # The fused statistics have a lean backward of their own (a second pass).
+    lean = lean and not _fused(logits, label, keep_mask, options)
     return loss_with_options(
         logits, label, options, keep_mask=keep_mask, class_weights=class_weights,
         reduce=reduce, statistics_fn=_LeanStatistics.apply if lean else None,
     )  # fmt: skip
+
+
+def _fused(logits, label, keep_mask, options: JDTOptions) -> bool:
+    """Whether the kernel set of these tensors computes their statistics in a fused
+    kernel (``jdt.statistics_of`` asks the same)."""
+    fused = kernels_for(array_namespace(logits)).fused
+    if options.activation != "softmax" or fused is None:
+        return False
+    axis = options.class_axis % logits.ndim if logits.ndim else options.class_axis
+    case = FusedCase(logits, label, keep_mask, axis, options.norm, options.ignore_index,
+                     not label.is_floating_point())  # fmt: skip
+    return fused.covers(case)
 
 
 def check_backward(backward: Any) -> str:
