@@ -98,21 +98,20 @@ class Pallas:
     def statistics_and_grad(self, case: FusedCase, weights):
         jax, jnp = self.jax, self.jax.numpy
         fused = self.kernels().fused
-        stats, vjp = jax.vjp(lambda z: fused.statistics(case._replace(logits=z)),
-                             case.logits)  # fmt: skip
-        acc = stats.prob_card.dtype
-        w = [jnp.asarray(v, acc) for v in weights]
-        zeros = jnp.zeros_like
-        (grad,) = vjp(
-            type(stats)(
-                w[0],
-                zeros(stats.label_card),
-                w[1],
-                zeros(stats.label_max),
-                w[2],
-                zeros(stats.count),
-            )
-        )
+
+        @jax.jit
+        def run(logits, label, keep, weights):
+            def statistics(z):
+                return fused.statistics(case._replace(logits=z, label=label, keep=keep))
+
+            stats, vjp = jax.vjp(statistics, logits)
+            w = [jnp.asarray(v, stats.prob_card.dtype) for v in weights]
+            zeros = jnp.zeros_like
+            cotangents = (w[0], zeros(stats.label_card), w[1], zeros(stats.label_max),
+                          w[2], zeros(stats.count))  # fmt: skip
+            return stats, vjp(type(stats)(*cotangents))[0]
+
+        stats, grad = run(case.logits, case.label, case.keep, weights)
         return [self.host(s) for s in stats], stats, grad
 
 

@@ -130,6 +130,29 @@ def test_pallas_pins_the_triton_lowering_whatever_jax_defaults_to(mosaic):
     assert "mosaic" not in module.lower()
 
 
+def test_pallas_interprets_by_the_platform_it_is_lowered_for():
+    """The same traced step: interpreted (no Triton kernel) when lowered for CPU,
+    compiled Triton kernels when lowered for CUDA; the core function (with the
+    cross-entropy of ce_jdt_loss from the same pass) as the custom_vjp form."""
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("jax.experimental.pallas")
+    import jdt_array
+    from jdt_array._kernels import choice
+
+    z = jax.ShapeDtypeStruct((2, 5, 8, 16), jax.numpy.float32)
+    y = jax.ShapeDtypeStruct((2, 8, 16), jax.numpy.int32)
+    step = jax.jit(jax.value_and_grad(lambda a, b: jdt_array.ce_jdt_loss(a, b)))
+    checks = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    with choice.setting("jax", "pallas"):
+        modules = {
+            platform: jax.export.export(step, platforms=[platform],
+                                        disabled_checks=checks)(z, y).mlir_module()
+            for platform in ("cpu", "cuda")
+        }  # fmt: skip
+    assert "__gpu$xla.gpu.triton" not in modules["cpu"]
+    assert modules["cuda"].count("__gpu$xla.gpu.triton") == 2
+
+
 @pytest.fixture(scope="module")
 def pallas_rows():
     pytest.importorskip("jax.experimental.pallas")

@@ -163,8 +163,11 @@ def _statistics_backward(static, residuals, cotangents):
         # (max y has none: it only enters the loss through comparisons)
         def total(y):
             stats = _reference(static, logits, y, keep)
-            terms = zip((g_label_card, g_diff, g_ce),
-                        (stats.label_card, stats.diff_card, stats.ce_sum), strict=True)
+            terms = zip(
+                (g_label_card, g_diff, g_ce),
+                (stats.label_card, stats.diff_card, stats.ce_sum),
+                strict=True,
+            )
             return sum(jnp.sum(g.astype(acc) * v) for g, v in terms)
 
         g_label = jax.grad(total)(label).astype(label.dtype)
@@ -457,8 +460,15 @@ def statistics_pass(static, logits, label, keep, *, interpret: bool) -> tuple:
                                has_keep=not static.hard and keep is not None)  # fmt: skip
     out_spec = pl.BlockSpec((1, 1, k + 2, layout.cp), lambda b, j: (b, j, 0, 0))
     out_shape = _output((layout.B, layout.blocks, k + 2, layout.cp), acc, *args)
-    partial = _call(kernel, out_shape, (layout.B, layout.blocks),
-                    [layout.tile_spec(), *label_specs], out_spec, interpret, args)
+    partial = _call(
+        kernel,
+        out_shape,
+        (layout.B, layout.blocks),
+        [layout.tile_spec(), *label_specs],
+        out_spec,
+        interpret,
+        args,
+    )
     sums = jnp.sum(partial, axis=1)  # (B, k + 2, Cp)
     prob_card = sums[:, 0, : layout.C]
     label_card = sums[:, 1, : layout.C]

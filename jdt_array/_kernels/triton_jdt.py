@@ -21,7 +21,8 @@ the softmax and writes d loss / d logits = x (g - sum_c x_c g_c) + g_ce (x sum_c
 y), with g the derivative of the statistics weighted by their (B, C) cotangents; 0 at
 dropped pixels.
 
-The arithmetic every kernel shares (``_shift``, ``_online``, ``_cross_entropy``) holds
+The arithmetic every kernel shares (``_shift``, ``_online``, ``_settled``,
+``_cross_entropy``) holds
 the rules for infinities: a -inf logit is a probability of exactly 0 (the running
 maximum of a pixel whose classes so far are all -inf shifts by 0, never by -inf, which
 would give -inf - -inf; a zero label weight times a -inf logit counts 0, never
@@ -213,10 +214,18 @@ def _online(top, total, z):
 
 
 @triton.jit
+def _settled(total, kept):
+    """The sum of exponentials of a pixel, 1 where it is not kept (its logits were not
+    read: no 0 / 0 or log 0 is formed for it)."""
+    return tl.where(kept, total, 1.0)
+
+
+@triton.jit
 def _cross_entropy(y, z, lse):
     """Each class's term y (lse - z) of -sum_c y_c log x_c: 0 where y is 0 (a -inf
-    logit there is a probability 0 that the label does not ask for)."""
-    return tl.where(y != 0, y * (lse[None, :] - z), 0.0)
+    logit there is a probability 0 that the label does not ask for; selected before
+    the product, so no 0 * inf is formed)."""
+    return tl.where(y != 0, lse[None, :] - z, 0.0) * y
 
 
 @triton.jit
@@ -301,6 +310,7 @@ def statistics_kernel(
                             CLASSES_LAST)  # fmt: skip
             top, total = _online(top, total, z)
             shift = _shift(top)
+            total = _settled(total, kept)
             x = tl.exp(z - shift[None, :]) / total[None, :]
             y = _label_tile(label_ptr, y_base, tiles, ids, n, y_s, inside, label_code,
                             HARD, CLASSES_LAST)  # fmt: skip
@@ -318,6 +328,7 @@ def statistics_kernel(
                                 CLASSES_LAST)  # fmt: skip
                 top, total = _online(top, total, z)
             shift = _shift(top)
+            total = _settled(total, kept)
             lse = shift + tl.log(total)
             for first in range(0, C, BLOCK_C):
                 classes = first + tiles
@@ -409,6 +420,7 @@ def gradient_kernel(
         z = _load_float(logits_ptr, z_base, tiles, n, z_s, inside, logits_code,
                         CLASSES_LAST)  # fmt: skip
         top, total = _online(top, total, z)
+        total = _settled(total, kept)
         x = tl.exp(z - _shift(top)[None, :]) / total[None, :]
         y = _label_tile(label_ptr, y_base, tiles, ids, n, y_s, inside, label_code,
                         HARD, CLASSES_LAST)  # fmt: skip
@@ -428,6 +440,7 @@ def gradient_kernel(
                             CLASSES_LAST)  # fmt: skip
             top, total = _online(top, total, z)
         shift = _shift(top)
+        total = _settled(total, kept)
         inner = tl.zeros((BLOCK_N,), tl.float32)
         y_sum = tl.zeros((BLOCK_N,), tl.float32)
         for first in range(0, C, BLOCK_C):

@@ -43,7 +43,8 @@ MAX_REGISTERS = 128
 # (``jdt_array._tools.kernel_report``): every kernel compiles within MAX_REGISTERS
 # without spills on sm_80, sm_90a and sm_100a, for aligned and unaligned inputs.
 # * The gradient pass holds one tile of up to 32 classes (1024 elements, 8 per
-#   thread at 4 warps) in registers; beyond, it sweeps tiles of 16 classes.
+#   thread at 4 warps) in registers; beyond, it sweeps tiles of 16 x 32 (a tile of
+#   16 x 64 spills on unaligned channels-last soft labels).
 # * The statistics pass also carries four per-class sums per program across its
 #   pixel blocks: it holds one tile only up to 4 classes, and otherwise sweeps tiles
 #   (its per-class sums then live in its row of the partial-sum buffer); its tiles
@@ -61,7 +62,7 @@ TILES = {
         Tile(True, 8, 128, 4),
         Tile(True, 16, 64, 4),
         Tile(True, 32, 32, 4),
-        Tile(False, 16, 64, 4),
+        Tile(False, 16, 32, 4),
     ),
 }
 # Offsets within one image are int32 (fewer registers than int64): the fused passes
@@ -110,13 +111,13 @@ def interpreting() -> bool:
     return isinstance(standard.sum, InterpretedFunction)
 
 
-def _launch(kernel: Any, grid: tuple, *args: Any, **options: Any) -> None:
-    """Launch ``kernel`` on ``grid``; in Triton's interpreter, one thread at a time."""
+def _launch(kernel: Any, grid: tuple, *args: Any, **options: Any) -> Any:
+    """Launch ``kernel`` on ``grid`` (and return what Triton returns: the compiled
+    kernel); in Triton's interpreter, one thread at a time."""
     if interpreting():
         with _INTERPRETER_LOCK:
-            kernel[grid](*args, **options)
-    else:
-        kernel[grid](*args, **options)
+            return kernel[grid](*args, **options)
+    return kernel[grid](*args, **options)
 
 
 def _kernels_for(tensor: torch.Tensor) -> Any:
