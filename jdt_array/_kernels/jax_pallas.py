@@ -358,15 +358,21 @@ def _probabilities(z, shift, total, layout):
 # -- pass 1: statistics ----------------------------------------------------------------
 
 
-def _stats_kernel(x_ref, lab_ref, *rest, layout, acc, hard, has_keep):
-    keep_ref = rest[0] if has_keep else None
-    out_ref = rest[-1]
+def _block(x_ref, lab_ref, keep_ref, layout, acc, hard):
+    """The kept pixels of the block, their class codes (hard labels), and the
+    softmax of ``_softmax``."""
     if hard:
         kept = _kept(pl.program_id(1), layout, code_ref=lab_ref)
         code = lab_ref[0, :]
     else:
-        kept = _kept(pl.program_id(1), layout, keep_ref=keep_ref)
-    logits, shift, total = _softmax(x_ref, layout, kept, acc)
+        kept, code = _kept(pl.program_id(1), layout, keep_ref=keep_ref), None
+    return (kept, code, *_softmax(x_ref, layout, kept, acc))
+
+
+def _stats_kernel(x_ref, lab_ref, *rest, layout, acc, hard, has_keep):
+    keep_ref = rest[0] if has_keep else None
+    out_ref = rest[-1]
+    kept, code, logits, shift, total = _block(x_ref, lab_ref, keep_ref, layout, acc, hard)
     lse = shift + jnp.log(total)
     ct = layout.ct
 
@@ -487,12 +493,7 @@ def statistics_pass(static, logits, label, keep, *, interpret: bool) -> tuple:
 def _grad_kernel(x_ref, lab_ref, *rest, layout, acc, hard, has_keep):
     keep_ref = rest[0] if has_keep else None
     coef_ref, out_ref = rest[-2], rest[-1]
-    if hard:
-        kept = _kept(pl.program_id(1), layout, code_ref=lab_ref)
-        code = lab_ref[0, :]
-    else:
-        kept = _kept(pl.program_id(1), layout, keep_ref=keep_ref)
-    logits, shift, total = _softmax(x_ref, layout, kept, acc)
+    _, code, logits, shift, total = _block(x_ref, lab_ref, keep_ref, layout, acc, hard)
     ct = layout.ct
 
     def tile(t):

@@ -214,6 +214,24 @@ def _online(top, total, z):
 
 
 @triton.jit
+def _softmax_sweep(
+    logits_ptr, z_base, tiles, n, z_s, kept, C, logits_code,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, CLASSES_LAST: tl.constexpr,
+):  # fmt: skip
+    """The shift and the sum of exponentials of each pixel of ``n``, online over the
+    class tiles (the kept pixels' logits only are read)."""
+    top = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK_N,), tl.float32)
+    for first in range(0, C, BLOCK_C):
+        classes = first + tiles
+        inside = (classes < C)[:, None] & kept[None, :]
+        z = _load_float(logits_ptr, z_base, classes, n, z_s, inside, logits_code,
+                        CLASSES_LAST)  # fmt: skip
+        top, total = _online(top, total, z)
+    return _shift(top), _settled(total, kept)
+
+
+@triton.jit
 def _settled(total, kept):
     """The sum of exponentials of a pixel, 1 where it is not kept (its logits were not
     read: no 0 / 0 or log 0 is formed for it)."""
@@ -321,14 +339,10 @@ def statistics_kernel(
             max_y = tl.maximum(max_y, m_y)
             pixel_ce = tl.sum(_cross_entropy(y, z, shift + tl.log(total)), axis=0)
         else:
-            for first in range(0, C, BLOCK_C):
-                classes = first + tiles
-                inside = (classes < C)[:, None] & kept[None, :]
-                z = _load_float(logits_ptr, z_base, classes, n, z_s, inside, logits_code,
-                                CLASSES_LAST)  # fmt: skip
-                top, total = _online(top, total, z)
-            shift = _shift(top)
-            total = _settled(total, kept)
+            shift, total = _softmax_sweep(
+                logits_ptr, z_base, tiles, n, z_s, kept, C, logits_code, BLOCK_C,
+                BLOCK_N, CLASSES_LAST,
+            )  # fmt: skip
             lse = shift + tl.log(total)
             for first in range(0, C, BLOCK_C):
                 classes = first + tiles
@@ -433,14 +447,10 @@ def gradient_kernel(
         _store_float(grad_ptr, o_base, tiles, n, o_s, grad, in_c[:, None] & in_n[None, :],
                      logits_code, CLASSES_LAST)  # fmt: skip
     else:
-        for first in range(0, C, BLOCK_C):
-            classes = first + tiles
-            inside = (classes < C)[:, None] & kept[None, :]
-            z = _load_float(logits_ptr, z_base, classes, n, z_s, inside, logits_code,
-                            CLASSES_LAST)  # fmt: skip
-            top, total = _online(top, total, z)
-        shift = _shift(top)
-        total = _settled(total, kept)
+        shift, total = _softmax_sweep(
+            logits_ptr, z_base, tiles, n, z_s, kept, C, logits_code, BLOCK_C, BLOCK_N,
+            CLASSES_LAST,
+        )  # fmt: skip
         inner = tl.zeros((BLOCK_N,), tl.float32)
         y_sum = tl.zeros((BLOCK_N,), tl.float32)
         for first in range(0, C, BLOCK_C):

@@ -28,7 +28,8 @@ Compiling needs Triton outside its interpreter: under ``TRITON_INTERPRET=1`` (th
 tests' setting) the Triton part runs in a subprocess without it. Each result is
 cached by the kernel's source, the Triton version and the target
 (``JDT_ARRAY_KERNEL_REPORT_CACHE``, by default ``~/.cache/jdt-array/kernel-report``),
-so a second report is quick; compiles run in parallel processes.
+so a second report is quick; compiles run in parallel processes. JAX runs in its
+default configuration (float64 off), as users run it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -198,13 +200,18 @@ def _map(fn: Callable, work: list, jobs: int | None) -> list:
     jobs = jobs or min(len(work), os.cpu_count() or 1)
     if jobs <= 1:
         return [fn(w) for w in work]
-    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+    # spawn, not fork: JAX (the Pallas exports) runs threads that a fork would copy
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
         return list(pool.map(fn, work, chunksize=max(1, len(work) // (4 * jobs))))
 
 
 def _in_subprocess(only, targets, aligned, jobs) -> list[Row]:
     """The rows of this report computed by a process outside Triton's interpreter."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # Triton outside its interpreter; JAX in its default configuration (the tests
+    # turn on float64, which changes the kernels' index arithmetic).
+    unset = ("TRITON_INTERPRET", "JAX_ENABLE_X64")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     args = [sys.executable, "-m", "jdt_array._tools.kernel_report", *only, "--json", "-",
             "--targets", *targets, "--aligned", *[str(a) for a in aligned]]  # fmt: skip
     if jobs:
