@@ -398,14 +398,14 @@ def test_non_finite_logits_at_kept_pixels_give_what_the_plain_path_gives(
     z = _inf_logits(fw, (1, 3, 4, 4), where, value)
     label = fw.asarray(np.full((1, 4, 4), label_class))
     for loss in (jdt_array.ce_jdt_loss, jdt_array.jaccard_loss):
-        results = {}
-        for setting in (fw.setting, fw.plain):
-            monkeypatch.setenv(fw.variable, setting)
-            results[setting] = float(loss(z, label))
-        if loss is jdt_array.jaccard_loss and np.isinf(expect):
-            continue  # +inf is the cross-entropy's; the JDT loss of it is finite
-        np.testing.assert_equal(results[fw.setting], expect)
-        np.testing.assert_equal(results[fw.plain], expect)
+        fused, plain = _both(fw, monkeypatch, loss, z, label)
+        np.testing.assert_allclose(fused[0], plain[0], rtol=1e-5, equal_nan=True)
+        # NaN in, NaN out: the gradient too (where the plain path has it)
+        assert np.isnan(fused[1]).any() == np.isnan(plain[1]).any()
+        if loss is jdt_array.ce_jdt_loss:  # +inf is the cross-entropy's
+            np.testing.assert_equal(fused[0], expect)
+        else:
+            assert np.isnan(fused[0]) == np.isnan(expect)
 
 
 def test_nan_and_inf_at_dropped_pixels_stay_inert(fw, monkeypatch):
@@ -589,6 +589,11 @@ def test_declined_cases_run_the_plain_kernels(fw, monkeypatch):
                             dtype="float32")  # fmt: skip
         declined.append(soft._replace(label=soft.label.clone().requires_grad_(True)))
         assert not any(fused.covers(c) for c in declined)
+        # the declined soft label with a gradient: autograd through the plain kernels
+        loss = jdt_array.jaccard_loss(soft.logits.clone().requires_grad_(True),
+                                      declined[-1].label)  # fmt: skip
+        assert not _uses_the_fused_operator(loss)
+        assert float(torch.autograd.grad(loss, declined[-1].label)[0].abs().sum()) > 0
         # torch.func: no batching rule; the plain kernels run
         grad, value = torch.func.grad_and_value(
             lambda z: jdt_array.jaccard_loss(z, soft.label)

@@ -17,10 +17,9 @@ The functions below are what the core calls, one per hot spot.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from array_api_compat import is_jax_namespace, is_numpy_namespace, is_torch_namespace
+from array_api_compat import is_numpy_namespace
 
 from . import choice
 from .generic import Array, Generic, Residual
@@ -52,14 +51,24 @@ def kernels_for(xp: Any) -> Generic:
     (``fused.FusedKernel``: Triton for ``triton``, Pallas for ``pallas``) or None. One
     instance per namespace and choice.
     """
-    if is_torch_namespace(xp):
-        return _kernel_set(xp, "torch", choice.resolved("torch"))
-    if is_jax_namespace(xp):
-        return _kernel_set(xp, "jax", choice.resolved("jax"))
-    return _kernel_set(xp, None, None)
+    # By the namespace's name and a dict, not array_api_compat's is_*_namespace and
+    # functools.cache: torch.compile warns about tracing an lru_cache (it does not
+    # cache there), and cannot compare namespaces (modules) as keys.
+    name = getattr(xp, "__name__", str(id(xp)))
+    library = _LIBRARIES.get(name)
+    setting = library and choice.resolved(library)
+    key = (name, library, setting)
+    kernels = _KERNEL_SETS.get(key)
+    if kernels is None:
+        kernels = _KERNEL_SETS.setdefault(key, _kernel_set(xp, library, setting))
+    return kernels
 
 
-@functools.cache
+_KERNEL_SETS: dict[tuple, Generic] = {}
+# The namespaces of the libraries with a kernel setting, by name.
+_LIBRARIES = {"torch": "torch", "array_api_compat.torch": "torch", "jax.numpy": "jax"}
+
+
 def _kernel_set(xp: Any, library: str | None, setting: str | None) -> Generic:
     if library == "torch":
         if setting == "triton":
