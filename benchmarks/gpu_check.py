@@ -8,6 +8,13 @@ bandwidth floor measured in the same run.
                                                    # the plumbing on CPU (Triton's
                                                    # interpreter), as the tests run it
 
+Before the tests it prints the compile report of the fused kernels (registers, spills
+and resident warps of every Triton specialization and of the Pallas kernels, compiled
+for sm_80, sm_90a and sm_100a: ``jdt_array._tools.kernel_report``; on CPU too, a few
+minutes the first time, cached after), and on a GPU it times a small grid of tiles
+and warps per benchmark size for each Triton kernel and records the best
+(``benchmarks.triton_tuning``), so the first GPU run tunes the launcher.
+
 The floor of a loss step is 12 bytes per float32 logit (the logits read twice, the
 gradient written once) at the card's copy rate, measured here by a device-to-device
 copy of a 2 GB buffer. Writes a Markdown table (for benchmarks/README.md) and a JSON
@@ -49,7 +56,7 @@ FLOOR_TARGETS = {"jaccard-D": 1.5, "dice-D": 1.5, "jaccard-I+C": 1.5,
 # 20 bytes, so the soft rows' target is the stricter one).
 FLOOR_BYTES_PER_LOGIT = 12
 SOFT_FLOOR_BYTES_PER_LOGIT = 16
-TEST_FILES = ["tests/test_triton_kernels.py", "tests/test_no_host_sync.py"]
+TEST_FILES = ["tests/test_fused_kernels.py", "tests/test_no_host_sync.py"]
 
 
 def copy_rate(device: str, nbytes: int) -> float:
@@ -157,6 +164,34 @@ def _against_targets(record, floor_ms, rate) -> dict:
     return out
 
 
+def compile_report() -> dict:
+    """The fused kernels compiled for sm_80, sm_90a and sm_100a (no GPU needed):
+    registers, spills and resident warps of each, printed as a table."""
+    from jdt_array._tools import kernel_report
+
+    rows, errors = [], {}
+    for family, fn in (("triton", kernel_report.triton_rows),
+                       ("pallas", kernel_report.pallas_rows)):  # fmt: skip
+        try:
+            rows += fn()
+        except Exception as err:  # e.g. JAX not installed: report, go on
+            errors[family] = f"{type(err).__name__}: {str(err)[:300]}"
+    print(kernel_report.table(rows), flush=True)
+    for family, error in errors.items():
+        print(f"compile report, {family}: {error}", flush=True)
+    return {"rows": [{**r._asdict(), "ok": r.ok} for r in rows], "errors": errors,
+            "min_resident_warps": kernel_report.MIN_RESIDENT_WARPS}  # fmt: skip
+
+
+def tuning(sizes, reps) -> dict:
+    """The grid of Triton tiles and warps on the benchmark sizes (GPU only)."""
+    from .triton_tuning import table, tune
+
+    rows = tune(sizes, reps=reps)
+    print(table(rows), flush=True)
+    return {"rows": rows, "best": [r for r in rows if r.get("best")]}
+
+
 def _jax_kernels(sizes, reps) -> list[dict]:
     """The XLA and Pallas forms of the JAX custom_vjp loss (benchmarks/jax_gpu.py)."""
     try:
@@ -215,6 +250,16 @@ def _parser():
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
     p.add_argument("--skip-tests", action="store_true")
+    p.add_argument(
+        "--skip-compile",
+        action="store_true",
+        help="no compile report (registers, spills, occupancy)",
+    )
+    p.add_argument(
+        "--skip-tuning",
+        action="store_true",
+        help="no timing of the grid of Triton tiles (GPU only)",
+    )
     p.add_argument("--paths", nargs="+", default=list(PATHS))
     p.add_argument("--cases", nargs="+", default=list(CASES))
     p.add_argument("--reps", type=int, default=10)
@@ -237,6 +282,8 @@ def main(argv=None) -> int:
     info = machine(args.device)
     print(json.dumps(info), flush=True)
     report = {"machine": info}
+    if not args.skip_compile:
+        report["compile"] = compile_report()
     report["tests"] = {} if args.skip_tests else run_tests(args.device, args.test_timeout)
     rate = copy_rate(args.device, 2**31 if args.device == "cuda" and not args.quick
                      else 2**26)  # fmt: skip
@@ -249,6 +296,8 @@ def main(argv=None) -> int:
     report["results"] = benchmark(sizes, paths, args.cases, args.device, reps, rate)
     if args.device == "cuda" and any("jax" in p for p in paths):
         report["jax_kernels"] = _jax_kernels(sizes, reps)
+    if args.device == "cuda" and not args.skip_tuning:
+        report["tuning"] = tuning(sizes, reps)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out / f"gpu-check-{args.device}-{stamp}"
@@ -259,7 +308,8 @@ def main(argv=None) -> int:
     print(f"wrote {out}.json and {out}.md")
     failed_tests = any(t.get("exit") not in (0, 5) for t in report["tests"].values())
     failed_paths = any("error" in r for r in report["results"])
-    return 1 if failed_tests or failed_paths else 0
+    failed_compile = any(not r["ok"] for r in report.get("compile", {}).get("rows", []))
+    return 1 if failed_tests or failed_paths or failed_compile else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 
 For the one-command GPU check, which calls :func:`run` and prints its rows beside the
 PyTorch kernels. Each row: the kernel ("xla" or "pallas", set through
-``JDT_ARRAY_JAX_KERNEL`` before the step is traced), the median ms of one jitted
+``JDT_ARRAY_JAX_KERNEL`` before the step is traced; the Pallas form compiles through
+Pallas's Triton lowering, which its ``compiler_params`` pin), the median ms of one jitted
 forward + backward step, the multiple of the bandwidth floor (12 bytes per float32
 logit: the logits read twice, the gradient written once) when the card is known, the
 extra peak device memory over the logits (the allocator's peak so far in this process
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -52,13 +52,12 @@ def _measure(shape, kernel, reps):
     import jax.numpy as jnp
     import numpy as np
 
+    from jdt_array._kernels import choice
     from jdt_array.backends import jax as jj
 
     from .suite import bandwidth_floor_ms
 
-    previous = os.environ.get("JDT_ARRAY_JAX_KERNEL")
-    os.environ["JDT_ARRAY_JAX_KERNEL"] = kernel
-    try:
+    with choice.setting("jax", kernel):
         rng = np.random.default_rng(0)
         logits = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
         label = jnp.asarray(rng.integers(0, shape[1], size=(shape[0], *shape[2:]),
@@ -76,11 +75,7 @@ def _measure(shape, kernel, reps):
             jax.block_until_ready(compiled(logits))
             times.append(time.perf_counter() - start)
         peak = _peak(device)
-    finally:
-        if previous is None:
-            os.environ.pop("JDT_ARRAY_JAX_KERNEL", None)
-        else:
-            os.environ["JDT_ARRAY_JAX_KERNEL"] = previous
+        in_program = "pallas_call" in str(jax.make_jaxpr(step)(logits))
     median = float(np.median(times) * 1e3)
     floor = bandwidth_floor_ms(shape, device.device_kind)
     result = {
@@ -89,7 +84,7 @@ def _measure(shape, kernel, reps):
         "floor_ms": floor,
         "x_floor": median / floor if floor else None,
         "xla_temp_over_logits": temp / logits.nbytes,
-        "pallas_in_program": "pallas_call" in str(jax.make_jaxpr(step)(logits)),
+        "pallas_in_program": in_program,
     }
     if peak is not None and before is not None:
         result["extra_peak_over_logits"] = max(peak - before, 0) / logits.nbytes

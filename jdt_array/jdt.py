@@ -23,6 +23,7 @@ from ._activation import check_activation
 from ._array import Array, namespace_of
 from ._cardinalities import Statistics, statistics, statistics_vjp
 from ._inputs import Prepared, prepare, with_probabilities
+from ._kernels.fused import FusedCase
 from ._tversky import levels, loss_from_levels, statistics_grad
 
 __all__ = [
@@ -339,13 +340,15 @@ def statistics_of(
     backward, and the rest of the loss (collectives included) stays with the
     framework's autodiff.
     """
-    if inputs.activation.fusable:
-        fused = inputs.kernels.fused_statistics(
+    fused = inputs.kernels.fused if inputs.activation.fusable else None
+    if fused is not None:
+        case = FusedCase(
             inputs.logits, inputs.label, inputs.keep_mask, inputs.class_axis,
-            inputs.norm, inputs.ignore_index,
+            inputs.norm, inputs.ignore_index, inputs.class_ids,
         )  # fmt: skip
-        if fused is not None:
-            return Statistics(*fused[:4]), tuple(fused[4:])
+        if fused.covers(case):
+            stats = fused.statistics(case)
+            return Statistics(*stats[:4]), (stats.ce_sum, stats.count)
     if unfused is not None:
         return Statistics(*unfused(inputs)), None
     return statistics(with_probabilities(inputs))[0], None

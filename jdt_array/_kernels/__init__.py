@@ -7,8 +7,10 @@ sum over the pixels of each class, which the array API can only write as a one-h
 comparison over all C classes) and its gradient, and ``value_and_grad`` (autodiff
 where the library has it). ``kernels_for(xp)`` gives the kernel set of a namespace:
 ``generic.Generic`` (complete array-API bodies), or a subclass of it with native
-overrides (``numpy.py``, ``torch.py``, ``jax.py``) that must return the same values.
-JAX keeps the generic array code, which XLA fuses.
+overrides (``numpy.py``, ``torch.py``, ``jax.py``) that must return the same values,
+and whose attribute ``fused`` is a fused kernel of the JDT statistics (``fused.py``:
+Triton in ``torch_fused.py``, Pallas in ``jax_pallas.py``) or None. JAX keeps the
+generic array code, which XLA fuses.
 
 The functions below are what the core calls, one per hot spot.
 """
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import is_jax_namespace, is_numpy_namespace
+from array_api_compat import is_numpy_namespace
 
+from . import choice
 from .generic import Array, Generic, Residual
 
 __all__ = [
@@ -27,7 +30,6 @@ __all__ = [
     "argmax",
     "argsort_descending",
     "cumulative_sum",
-    "fused_statistics",
     "hard_statistics",
     "hard_statistics_vjp",
     "kernels_for",
@@ -41,34 +43,56 @@ __all__ = [
 
 
 def kernels_for(xp: Any) -> Generic:
-    """The kernel set of the array namespace ``xp`` (one instance per namespace and,
-    for PyTorch, per value of ``JDT_ARRAY_TORCH_KERNEL``, read at every call)."""
-    # By name: array-api-compat's is_torch_namespace is an lru_cache, at which
-    # torch.compile warns.
-    if xp.__name__ in ("torch", "array_api_compat.torch"):
-        from .torch_fused import torch_kernels
+    """The kernel set of the array namespace ``xp``: the one place that decides which
+    kernels run.
 
-        return torch_kernels(xp)
-    found = _KERNEL_SETS.get(xp.__name__)
-    if found is None:
-        found = _KERNEL_SETS[xp.__name__] = _kernel_set(xp)
-    return found
+    For PyTorch and JAX it reads and checks the library's setting
+    (``JDT_ARRAY_TORCH_KERNEL``, ``JDT_ARRAY_JAX_KERNEL``; see :mod:`.choice`) once per
+    call; a kernel set's ``fused`` attribute is its fused kernel of the JDT statistics
+    (``fused.FusedKernel``: Triton for ``triton``, Pallas for ``pallas``) or None. One
+    instance per namespace and choice.
+    """
+    # By the namespace's name and a dict, not array_api_compat's is_*_namespace and
+    # functools.cache: torch.compile warns about tracing an lru_cache (it does not
+    # cache there), and cannot compare namespaces (modules) as keys.
+    name = getattr(xp, "__name__", str(id(xp)))
+    library = _LIBRARIES.get(name)
+    setting = library and choice.resolved(library)
+    key = (name, library, setting)
+    kernels = _KERNEL_SETS.get(key)
+    if kernels is None:
+        kernels = _KERNEL_SETS.setdefault(key, _kernel_set(xp, library, setting))
+    return kernels
 
 
-# One kernel set per namespace, by its module's name. A dict, not functools.cache:
-# torch.compile warns at every lru_cache it traces (and cannot key a dict by a module).
-_KERNEL_SETS: dict[str, Generic] = {}
+_KERNEL_SETS: dict[tuple, Generic] = {}
+# The namespaces of the libraries with a kernel setting, by name.
+_LIBRARIES = {"torch": "torch", "array_api_compat.torch": "torch", "jax.numpy": "jax"}
 
 
-def _kernel_set(xp: Any) -> Generic:
+def _kernel_set(xp: Any, library: str | None, setting: str | None) -> Generic:
+    if library == "torch":
+        if setting == "triton":
+            from .torch_fused import TritonKernels
+
+            return TritonKernels(xp)
+        if setting == "native":
+            from .torch import TorchKernels
+
+            return TorchKernels(xp)
+        return Generic(xp)
+    if library == "jax":
+        if setting == "pallas":
+            from .jax_pallas import PallasKernels
+
+            return PallasKernels(xp)
+        from .jax import JaxKernels
+
+        return JaxKernels(xp)
     if is_numpy_namespace(xp):
         from .numpy import NumPyKernels
 
         return NumPyKernels(xp)
-    if is_jax_namespace(xp):
-        from .jax import JaxKernels
-
-        return JaxKernels(xp)
     return Generic(xp)
 
 
@@ -87,12 +111,6 @@ def softmax_vjp(xp: Any, prob: Array, g_prob: Array, axis: int) -> Array:
 def argmax(xp: Any, x: Array, axis: int) -> Array:
     """The first index of the maximum along ``axis`` (the first NaN if any)."""
     return kernels_for(xp).argmax(x, axis)
-
-
-def fused_statistics(xp: Any, *args: Any) -> tuple[Array, ...] | None:
-    """The JDT statistics (and cross-entropy sums) straight from the logits, or None
-    where no fused kernel covers them; arguments as :meth:`Generic.fused_statistics`."""
-    return kernels_for(xp).fused_statistics(*args)
 
 
 def cumulative_sum(xp: Any, x: Array, axis: int) -> Array:

@@ -33,6 +33,10 @@ class Generic:
 
     # Whether pair_counts is a fast one-pass count (see pair_table_pays).
     counts_pairs_in_one_pass = False
+    # The fused kernel of the JDT statistics (a fused.FusedKernel: the softmax and the
+    # statistics straight from the logits, in two passes), or None: the caller then
+    # takes the softmax and the statistics step by step.
+    fused: Any = None
 
     def __init__(self, xp: Any) -> None:
         self.xp = xp
@@ -60,29 +64,6 @@ class Generic:
         """The first index of the maximum along ``axis`` (the first NaN if any), in an
         integer dtype that holds the number of classes."""
         return self.xp.argmax(x, axis=axis)
-
-    # -- fused statistics ----------------------------------------------------------
-
-    def fused_statistics(
-        self,
-        logits: Array,
-        label: Array,
-        keep: Array | None,
-        class_axis: int,
-        norm: float,
-        ignore_index: int | None,
-    ) -> tuple[Array, ...] | None:
-        """The JDT statistics straight from checked logits, with the softmax fused in:
-        ``(|x|, |y|, |x - y|, max y)`` (B, C), and the cross-entropy sum and the number
-        of kept pixels of each image (B,), all in the accumulation dtype and
-        differentiable with respect to the logits; ``keep`` is the keep mask (the
-        kernel drops ``ignore_index`` itself).
-
-        ``None`` where a kernel set has no fused form for these arrays: the caller
-        then takes the softmax and the statistics step by step (the generic code
-        does, which is what XLA and the native kernels fuse or do best).
-        """
-        return None
 
     # -- hard-label statistics and their gradient ------------------------------------
 

@@ -17,13 +17,12 @@ Two forms of the generic code cost XLA dearly on CPU:
   all work).
 
 The fused two-pass Pallas form of the JDT statistics and their gradient is in
-``jax_pallas.py``; :func:`kernel_choice` reads which form runs.
+``jax_pallas.py`` (the kernel set of ``JDT_ARRAY_JAX_KERNEL=pallas``).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,25 +34,6 @@ from jax import lax
 from .._pixels import along_classes
 from . import numpy_threads
 from .generic import Generic
-
-KERNEL_VARIABLE = "JDT_ARRAY_JAX_KERNEL"
-KERNEL_CHOICES = ("auto", "xla", "pallas")
-
-
-def kernel_choice() -> str:
-    """The pixel-level form of the JAX ``custom_vjp`` losses: ``"xla"`` or ``"pallas"``.
-
-    Read from ``JDT_ARRAY_JAX_KERNEL`` (``auto``, the default, ``xla`` or ``pallas``)
-    each time a loss is traced, so a changed setting takes effect at the next trace.
-    ``auto`` is XLA: the Pallas form has not yet run on a GPU with its figures recorded.
-    """
-    setting = os.environ.get(KERNEL_VARIABLE, "auto").strip().lower() or "auto"
-    if setting not in KERNEL_CHOICES:
-        raise ValueError(
-            f"{KERNEL_VARIABLE} must be one of {', '.join(KERNEL_CHOICES)}; got "
-            f"{os.environ.get(KERNEL_VARIABLE)!r}"
-        )
-    return "pallas" if setting == "pallas" else "xla"
 
 
 def autodiff_value_and_grad(

@@ -1,101 +1,84 @@
-"""The choice of PyTorch kernels, and the fused Triton statistics as PyTorch custom
-operators.
+"""The fused Triton statistics of PyTorch tensors: :class:`TritonFused`, the
+:class:`~jdt_array._kernels.fused.FusedKernel` of the kernel set
+``JDT_ARRAY_TORCH_KERNEL=triton``, and the PyTorch custom operators it wraps.
 
-``JDT_ARRAY_TORCH_KERNEL`` (read at every call) picks the kernel set of PyTorch
-tensors:
-
-* ``auto`` (default): ``native`` for now. Triton is chosen on CUDA only once a run on
-  a real GPU has verified the kernels and its figures are recorded in
-  ``benchmarks/README.md``; no GPU has run them yet.
-* ``triton``: the two fused Triton passes for the JDT statistics and their gradient
-  (``triton_jdt.py``), the native kernels for everything else. CUDA tensors run the
-  compiled kernels; CPU tensors run them in Triton's interpreter when
-  ``TRITON_INTERPRET=1`` (the tests) and raise otherwise.
-* ``native``: PyTorch's own operations (``torch.py``).
-* ``generic``: the array-API code of every library (``generic.py``).
+CUDA tensors run the compiled kernels (``triton_jdt.py``, launched by
+``triton_launch.py``); CPU tensors run them in Triton's interpreter when
+``TRITON_INTERPRET=1`` (the tests) and raise otherwise.
 
 The operators ``jdt_array::fused_statistics`` and ``jdt_array::fused_statistics_grad``
 have fake (shape-only) implementations, so the meta device and
-``torch.compile(fullgraph=True)`` go through them, and an autograd formula that
-launches the second pass: nothing pixel-sized is saved between the passes.
+``torch.compile(fullgraph=True)`` go through them, and the first has an autograd
+formula that launches the second pass: nothing pixel-sized is saved between the
+passes. A backward that is itself differentiated (``create_graph=True``) takes its
+gradient from autograd through the array-API form of the same statistics instead
+(``fused.reference_statistics``), so second derivatives are exact; the second pass
+has no derivative of its own.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
+import math
 
 import torch
+from array_api_compat import torch as torch_namespace
 
 from .._array import in_torch_func
 from . import triton_launch
-from .generic import Generic
+from .fused import FusedCase, FusedKernel, FusedStatistics, reference_statistics
 from .torch import TorchKernels
 
-__all__ = ["CHOICES", "VARIABLE", "TritonKernels", "fuses", "kernel_choice",
-           "torch_kernels"]  # fmt: skip
+__all__ = ["TritonFused", "TritonKernels"]
 
-VARIABLE = "JDT_ARRAY_TORCH_KERNEL"
-CHOICES = ("auto", "triton", "native", "generic")
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def kernel_choice() -> str:
-    """The value of ``JDT_ARRAY_TORCH_KERNEL`` (``auto`` when unset), checked."""
-    choice = os.environ.get(VARIABLE, "auto")
-    if choice not in CHOICES:
-        raise ValueError(
-            f"the environment variable {VARIABLE} must be one of {CHOICES}, got {choice!r}"
+class TritonFused(FusedKernel):
+    """The JDT statistics and the cross-entropy sums in two Triton passes."""
+
+    name = "triton"
+
+    def covers(self, case: FusedCase) -> bool:
+        """Half and single precision logits (float64 stays with the native kernels,
+        which accumulate in it), the class axis first or last, images of fewer than
+        2^31 elements, an integer label of at most 64 bits or a soft label of a half or
+        single precision, outside ``torch.func`` (no batching rule) and without a
+        gradient for a soft label (the passes give the logits' gradient only)."""
+        logits, label = case.logits, case.label
+        b = logits.shape[0]
+        image = math.prod(logits.shape) // b if b else 0
+        return (
+            logits.dtype in _FLOATS
+            and case.class_axis in (1, logits.ndim - 1)
+            and image <= triton_launch.MAX_IMAGE_ELEMENTS
+            and label.dtype in (_INTEGERS if case.hard else _FLOATS)
+            and (case.ignore_index is None or -(2**63) <= case.ignore_index < 2**63)
+            and not in_torch_func(logits)
+            and not (label.requires_grad and torch.is_grad_enabled())
         )
-    return choice
 
+    def statistics(self, case: FusedCase) -> FusedStatistics:
+        return FusedStatistics(*torch.ops.jdt_array.fused_statistics(
+            case.logits, case.label, case.keep, case.class_axis, float(case.norm),
+            case.ignore_index,
+        ))  # fmt: skip
 
-def torch_kernels(xp: Any) -> Generic:
-    """The kernel set of PyTorch tensors for the current ``JDT_ARRAY_TORCH_KERNEL``."""
-    choice = kernel_choice()
-    key = (xp.__name__, "native" if choice == "auto" else choice)
-    found = _KERNEL_SETS.get(key)
-    if found is None:
-        kinds = {"triton": TritonKernels, "native": TorchKernels, "generic": Generic}
-        found = _KERNEL_SETS[key] = kinds[key[1]](xp)
-    return found
-
-
-# By namespace name and choice. A dict, not functools.cache: torch.compile warns at
-# every lru_cache it traces (and cannot key a dict by a module).
-_KERNEL_SETS: dict[tuple[str, str], Generic] = {}
+    def statistics_vjp(self, case, g_prob_card, g_diff_card, g_ce=None):
+        return torch.ops.jdt_array.fused_statistics_grad(
+            case.logits, case.label, case.keep, g_prob_card, g_diff_card, g_ce,
+            case.class_axis, float(case.norm), case.ignore_index,
+        )  # fmt: skip
 
 
 class TritonKernels(TorchKernels):
     """The native PyTorch kernels with the JDT statistics (and, for ``ce_jdt_loss``,
     the cross-entropy) fused into two Triton passes over the logits."""
 
-    def fused_statistics(self, logits, label, keep, class_axis, norm, ignore_index):
-        if not _fuses(logits, label, class_axis):
-            return super().fused_statistics(
-                logits, label, keep, class_axis, norm, ignore_index
-            )
-        return torch.ops.jdt_array.fused_statistics(
-            logits, label, keep, class_axis, float(norm), ignore_index
-        )
+    fused = TritonFused()
 
 
-def fuses(logits: torch.Tensor, label: torch.Tensor, class_axis: int) -> bool:
-    """Whether the current kernel choice computes the statistics of these arrays in
-    the fused Triton passes."""
-    return kernel_choice() == "triton" and _fuses(logits, label, class_axis)
-
-
-def _fuses(logits: torch.Tensor, label: torch.Tensor, class_axis: int) -> bool:
-    """The cases the Triton passes cover: half and single precision logits (float64
-    stays with the native kernels, which accumulate in it), up to ``MAX_CLASSES``
-    classes, outside ``torch.func`` (no batching rule) and without a gradient for a
-    soft label (the passes give the logits' gradient only)."""
-    return (
-        logits.dtype in (torch.float16, torch.bfloat16, torch.float32)
-        and logits.shape[class_axis] <= triton_launch.MAX_CLASSES
-        and not in_torch_func(logits)
-        and not (label.requires_grad and torch.is_grad_enabled())
-    )
+# -- the custom operators --------------------------------------------------------------
 
 
 @torch.library.custom_op("jdt_array::fused_statistics", mutates_args=())
@@ -151,17 +134,28 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, g_prob, g_label, g_diff, g_max, g_ce, g_count):
     logits, label, keep = ctx.saved_tensors
-    if g_prob is None:
-        g_prob = torch.zeros_like(g_diff) if g_diff is not None else None
-    if g_diff is None:
-        g_diff = torch.zeros_like(g_prob) if g_prob is not None else None
-    if g_prob is None:  # only the cross-entropy is used
-        shape = (logits.shape[0], logits.shape[ctx.options[0]])
-        g_prob = g_diff = logits.new_zeros(shape, dtype=torch.float32)
-    grad = torch.ops.jdt_array.fused_statistics_grad(
-        logits, label, keep, g_prob, g_diff, g_ce, *ctx.options
-    )
+    class_axis, norm, ignore_index = ctx.options
+    shape = (logits.shape[0], logits.shape[class_axis])
+    zeros = logits.new_zeros(shape, dtype=torch.float32)
+    g_prob = zeros if g_prob is None else g_prob
+    g_diff = zeros if g_diff is None else g_diff
+    case = FusedCase(logits, label, keep, class_axis, norm, ignore_index,
+                     not label.is_floating_point())  # fmt: skip
+    if torch.is_grad_enabled():
+        # create_graph=True: this backward will be differentiated. Its value and its
+        # derivative come from autograd through the array-API form of the statistics.
+        # (The cotangents as grad_outputs: their own history, through the loss back to
+        # this operator, is not the statistics' and is not followed.)
+        stats = reference_statistics(_NATIVE, case)
+        outputs, cotangents = [stats.prob_card, stats.diff_card], [g_prob, g_diff]
+        if g_ce is not None:
+            outputs.append(stats.ce_sum)
+            cotangents.append(g_ce)
+        (grad,) = torch.autograd.grad(outputs, logits, cotangents, create_graph=True)
+    else:
+        grad = TritonFused().statistics_vjp(case, g_prob, g_diff, g_ce)
     return grad, None, None, None, None, None
 
 
+_NATIVE = TorchKernels(torch_namespace)
 _fused_statistics.register_autograd(_backward, setup_context=_setup_context)

@@ -8,10 +8,11 @@ The core functions already work under ``jit``, ``grad`` and ``vmap``; the
 hand-derived one, which keeps only the inputs as residuals and recomputes the softmax.
 
 The pixel-level part runs in one of two forms, chosen when a loss is traced by the
-environment variable ``JDT_ARRAY_JAX_KERNEL``: ``auto`` (the default) and ``xla`` run
-the array code through XLA; ``pallas`` runs the two fused Pallas passes of
-``jdt_array._kernels.jax_pallas`` (in Pallas's interpreter on CPU) for the cases they
-cover (softmax, ``norm=1``, the class axis first or last) and the XLA form for the rest.
+environment variable ``JDT_ARRAY_JAX_KERNEL`` (through ``jdt_array._kernels.kernels_for``):
+``auto`` (the default) and ``xla`` run the array code through XLA; ``pallas`` runs the
+two fused Pallas passes of ``jdt_array._kernels.jax_pallas`` (compiled through Pallas's
+Triton lowering on GPU, in Pallas's interpreter on CPU) for the cases they cover
+(softmax, ``norm=1``, the class axis first or last) and the XLA form for the rest.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the environm
 
 from .._cardinalities import label_vjp, statistics, statistics_vjp
 from .._inputs import with_probabilities
-from .._kernels import jax_pallas
 from .._kernels.jax import autodiff_value_and_grad as value_and_grad
-from .._kernels.jax import kernel_choice
 from ..jdt import JDTOptions, loss_of, prepare_jdt, statistics_of
 from ..lovasz import lovasz_hinge_loss as _lovasz_hinge
 from ..lovasz import lovasz_softmax_loss as _lovasz_softmax
@@ -56,25 +55,19 @@ __all__ = [
 
 
 @functools.lru_cache(maxsize=128)
-def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
-    """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics, with
-    the pixel-level passes of ``kernel`` ("xla" or "pallas").
+def _lean_statistics(options: JDTOptions) -> Callable:
+    """A ``custom_vjp`` of (logits, label, keep_mask) -> the (B, C) statistics in XLA
+    code, whose backward recomputes the probabilities instead of keeping what autodiff
+    would keep (a fused kernel, where one covers the case, has its own).
 
     The rest of the loss, collectives included, is left to JAX's autodiff, which knows
     how to transpose them.
     """
 
-    def fused(logits, label):
-        return kernel == "pallas" and uses_pallas(logits, label, options)
-
     @jax.custom_vjp
     def lean(logits, label, keep_mask):
         # The caller checked these arrays; do not read the label again.
         inputs = prepare_jdt(logits, label, keep_mask, options, check_values=False)
-        if fused(logits, label):
-            return jax_pallas.statistics(
-                logits, label, inputs.keep, inputs.class_axis, inputs.hard
-            )
         return tuple(statistics(with_probabilities(inputs))[0])
 
     def forward(logits, label, keep_mask):
@@ -92,25 +85,11 @@ def _lean_statistics(options: JDTOptions, kernel: str) -> Callable:
             g_label = label_vjp(inputs, g_label_card, g_diff_card)
             # A (B, *spatial) label of one sigmoid channel was given the class axis.
             g_label = g_label.reshape(label.shape).astype(label.dtype)
-        if fused(logits, label):
-            grad = jax_pallas.statistics_vjp(
-                logits, label, inputs.keep, inputs.class_axis, inputs.hard,
-                g_prob_card, g_diff_card,
-            )  # fmt: skip
-        else:
-            grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
+        grad = statistics_vjp(inputs, g_prob_card, g_diff_card)
         return grad.astype(logits.dtype), g_label, None
 
     lean.defvjp(forward, backward)
     return lean
-
-
-def uses_pallas(logits: jax.Array, label: jax.Array, options: JDTOptions) -> bool:
-    """Whether the Pallas form computes this loss when ``JDT_ARRAY_JAX_KERNEL=pallas``;
-    the cases it does not cover run the XLA form (see ``jax_pallas.covers``)."""
-    ndim = logits.ndim
-    axis = options.class_axis + ndim if options.class_axis < 0 else options.class_axis
-    return jax_pallas.covers(logits, label, axis, options.norm, options.activation)
 
 
 def replica_sum(axis_name: Any) -> Callable[[jax.Array], jax.Array]:
@@ -143,9 +122,11 @@ def jdt_loss(
     ``jax.lax.pmean`` of the parameter gradients gives the global-batch gradient.
     """
     opts = JDTOptions(**options)
+    # The kernel setting is read here, at trace time: a changed setting applies at the
+    # next trace. A fused kernel (JDT_ARRAY_JAX_KERNEL=pallas) has a custom_vjp of its
+    # own, which statistics_of takes first; the XLA form is the lean custom_vjp below.
     inputs = prepare_jdt(logits, label, keep_mask, opts, class_weights)
-    # The kernel is read here, at trace time: a changed setting applies at the next trace.
-    lean = _lean_statistics(opts, kernel_choice())
+    lean = _lean_statistics(opts)
     stats, _ = statistics_of(inputs, unfused=lambda _: lean(logits, label, keep_mask))
     return loss_of(inputs, opts, reduce=_reduce(axis_name), stats=stats)
 
