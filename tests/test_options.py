@@ -72,8 +72,14 @@ CHANGED = {
     "beta": 0.7, "gamma": 2.0, "smooth": 0.5, "threshold": 0.5, "norm": 2,
     "log_loss": True, "ignore_index": 2, "active_classes_mode_hard": "ALL",
     "active_classes_mode_soft": "PRESENT", "class_agnostic": True,
-    "activation": "sigmoid",
+    "activation": "sigmoid", "classes": [0, 2], "reduction": "none",
 }  # fmt: skip
+# Options that need others set: the image-level losses of reduction="none"; threshold
+# acts where soft labels count only their present classes.
+BASES = {
+    "reduction": {"mIoUD": 0.0, "mIoUI": 1.0},
+    "threshold": {"active_classes_mode_soft": "PRESENT"},
+}
 
 
 def _inputs(name):
@@ -99,23 +105,23 @@ def test_every_option_reaches_the_loss_in_every_form(name):
     the torch module and the JAX form the same value."""
     assert set(CHANGED) == set(FIELDS)
     logits, label = _inputs(name)
-    # threshold acts where soft labels count only their present classes
-    base = {"active_classes_mode_soft": "PRESENT"} if name == "threshold" else {}
+    base = BASES.get(name, {})
     options = {**base, name: CHANGED[name]}
-    value = float(jdt_array.jdt_loss(logits, label, **options))
+    value = np.asarray(jdt_array.jdt_loss(logits, label, **options))
     if name not in ("class_axis", "activation"):  # (the defaults do not fit the inputs)
-        assert value != float(jdt_array.jdt_loss(logits, label, **base))  # it acts
+        before = np.asarray(jdt_array.jdt_loss(logits, label, **base))
+        assert value.shape != before.shape or not np.allclose(value, before)  # it acts
     jt = pytest.importorskip("jdt_array.backends.torch")
     import torch
 
     module = jt.JDTLoss(**options)
     np.testing.assert_allclose(
-        float(module(torch.asarray(logits), torch.asarray(label))), value, rtol=1e-12
+        module(torch.asarray(logits), torch.asarray(label)).numpy(), value, rtol=1e-12
     )
     jj = pytest.importorskip("jdt_array.backends.jax")
     import jax.numpy as jnp
 
     np.testing.assert_allclose(
-        float(jj.jdt_loss(jnp.asarray(logits), jnp.asarray(label), **options)), value,
+        jj.jdt_loss(jnp.asarray(logits), jnp.asarray(label), **options), value,
         rtol=1e-6,
     )  # fmt: skip

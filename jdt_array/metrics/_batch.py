@@ -28,7 +28,7 @@ class BatchStatistics(NamedTuple):
     """Pixel counts of one batch; B images, C classes, K confidence bins.
 
     Per-image fields (leading axis B) concatenate across batches; ``sce_gap`` adds up
-    (:mod:`jdt_array.metrics._state` lists each field's kind and shape). A pixel counts
+    (``jdt_array.metrics._state`` lists each field's kind and shape). A pixel counts
     only where its label is kept (not ``ignore_index``) and a class id. Multi-label: an
     entry (pixel, class) counts where its label is kept and 0 or 1, and the class
     counts are those of the class's own binary problem.
@@ -116,7 +116,7 @@ def batch_statistics(
         classes: the class ids the scores average (only the per-image static
             calibration error depends on it here); None for all.
         boundary: also count the boundary bands of every class (boundary IoU, see
-            :mod:`jdt_array.metrics._boundary`): the ``boundary_*`` fields.
+            ``jdt_array.metrics._boundary``): the ``boundary_*`` fields.
         dilation_ratio, boundary_width: the width d of the bands, as a fraction of
             the image diagonal (0.02, the paper's) or in pixels.
         class_axis: the class axis of probabilities (and multi-label labels).

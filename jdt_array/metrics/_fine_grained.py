@@ -72,14 +72,15 @@ class FineGrainedMetrics:
       keys ``mBIoUD``, ``mBIoUI``, ``mBIoUC`` and the worst cases ``mBIoUI{q}``,
       ``mBIoUC{q}``, ``mBIoUIQ``, ``mBIoUCQ`` (``per_class``: ``BIoUD``, ``BIoUI``,
       ``BIoUC``): computed exactly as their ``mIoU*`` counterparts with the counts of
-      the classes' boundary bands in place of their masks' (tp = |G_d & P_d|, the
-      predicted band |P_d|, the labelled band |G_d|), a class being present in an
-      image where its labelled band is not empty. The band of a mask is the mask
-      minus its erosion by a cube of side 2d + 1, the image surrounded by background,
-      as in the paper's reference code; d = max(1, round(``dilation_ratio`` x the
-      image diagonal)) (0.02, the paper's), or ``boundary_width`` pixels. Dropped
-      pixels belong to no mask and are counted nowhere (see
-      :func:`jdt_array.metrics._boundary.boundary_counts`). Boundary IoU weighs the
+      the classes' boundary bands in place of their masks' (tp = ``|G_d & P_d|``,
+      the predicted band ``|P_d|``, the labelled band ``|G_d|``), a class being
+      present in an image where its labelled band is not empty. The band of a mask is
+      the mask minus its erosion by a cube of side 2d + 1, the image surrounded by
+      background, as in the paper's reference code; d = max(1, round(
+      ``dilation_ratio`` x the image diagonal)) (0.02, the paper's), or
+      ``boundary_width`` pixels. Dropped
+      pixels belong to no mask and are counted nowhere (the counted pixels play the
+      part of the image, the dropped ones of its outside). Boundary IoU weighs the
       edges of objects: a model that gets large objects right but their outlines
       wrong scores well in mIoU and poorly here. Class-id maps only (not multi-label).
 
@@ -181,7 +182,7 @@ class FineGrainedMetrics:
         self.q = _check_q(q)
         self.eager_checks = checks.check_bool("eager_checks", eager_checks)
         compact = checks.check_bool("compact", compact)
-        #: The state's arrays and how they combine (see :mod:`jdt_array.metrics._state`).
+        #: The state's arrays and how they combine (see ``jdt_array.metrics._state``).
         self.layout = StateLayout(self.options, compact=compact)
         self._batches = StateLayout(self.options, compact=False)  # what update takes
         self.reset()

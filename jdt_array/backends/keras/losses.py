@@ -8,7 +8,7 @@ do, not over samples), so Keras' reductions leave it as it is and a ``sample_wei
 has no meaning: it is refused with a message naming what to use instead
 (``class_weights`` for classes, ``ignore_index`` for pixels). Keras hands the labels
 over as floats; class ids and 0/1 masks are turned back into integers (see
-:func:`keras_label`), so that they keep the meaning of a hard label.
+``keras_label``), so that they keep the meaning of a hard label.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class JDTLoss(_JDTFamily):
     ``call(y_true, y_pred)``: ``y_pred`` the logits (B, *spatial, C); ``y_true`` hard
     labels (B, *spatial) or (B, *spatial, 1), or a soft label shaped like ``y_pred``;
     with ``activation="sigmoid"`` 0/1 masks shaped like ``y_pred`` (see
-    :func:`keras_label` and ``hard_label``). Returns the batch's loss, a scalar
+    ``keras_label`` and ``hard_label``). Returns the batch's loss, a scalar
     (``sample_weight`` is refused: see the module).
 
     Examples:
