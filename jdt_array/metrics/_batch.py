@@ -149,6 +149,12 @@ def statistics_of(
     shape = tuple(label.shape)
     flat = (shape[0], math.prod(shape[1:]))
     C = options.num_classes
+    if axis is None and not options.boundary:  # integer predictions: counts only
+        stats = _byte_table_statistics(
+            xp, xp.reshape(label, flat), xp.reshape(prob_or_pred, flat), options
+        )
+        if stats is not None:
+            return stats
     lab, counted, bad_label = _label_ids(xp, xp.reshape(label, flat), options)
     if axis is None:
         pred = _widen(xp, xp.reshape(prob_or_pred, flat))
@@ -177,6 +183,50 @@ def statistics_of(
     return _with_calibration(
         xp, stats, prob_or_pred, axis, flat, lab, hit, counted, options
     )
+
+
+def _byte_table_statistics(xp, label, pred, options: MetricOptions):
+    """The statistics of (B, N) one-byte integer labels and predictions from one table
+    of their (label, prediction) pairs (``_kernels.byte_pair_counts``), or None where
+    that does not run. Each byte value gets the id the per-pixel path gives it
+    (``_label_ids``, ``_is_class_id``): label rows 0 .. C - 1 for counted classes, C
+    for ignored pixels, C + 1 for kept labels of no class; prediction columns
+    0 .. C - 1, and C for no class."""
+    one_byte = (xp.isdtype(a.dtype, "integral") and xp.iinfo(a.dtype).bits == 8
+                for a in (label, pred))  # fmt: skip
+    if not all(one_byte):
+        return None
+    C = options.num_classes
+    values = _byte_values(xp, label.dtype, label)
+    kept = not_ignored(xp, values, options.ignore_index)
+    valid = _is_class_id(xp, values, C)
+    label_map = xp.where(valid, values, C + 1)
+    if kept is not None:
+        label_map = xp.where(kept, label_map, C)
+    values = _byte_values(xp, pred.dtype, pred)
+    pred_map = xp.where(_is_class_id(xp, values, C), values, C)
+    table = _kernels.byte_pair_counts(xp, label, pred, label_map, pred_map, (C + 2, C + 1))
+    if table is None:
+        return None
+    flat = xp.reshape(table, (table.shape[0], (C + 2) * (C + 1)))
+    label_count = xp.sum(table[:, :C, :], axis=2)
+    return BatchStatistics(
+        intersection=xp.take(flat, xp.arange(C, device=device(table)) * (C + 2), axis=1),
+        pred_count=xp.sum(table[:, :C, :C], axis=1),
+        label_count=label_count,
+        bad_label=xp.sum(table[:, C + 1, :], axis=1),
+        bad_prediction=xp.sum(table[:, :C, C], axis=1),
+        kept_count=xp.sum(label_count, axis=1),
+    )
+
+
+def _byte_values(xp, dtype, like: Array) -> Array:
+    """The values of the 256 bytes of a one-byte integer ``dtype``, in byte order
+    (int8: 0 .. 127, then -128 .. -1), as int32."""
+    byte = xp.arange(256, dtype=xp.int32, device=device(like))
+    if xp.iinfo(dtype).min < 0:
+        return byte - xp.astype(byte >= 128, xp.int32) * 256
+    return byte
 
 
 def _with_boundary(xp, stats, lab, prd, counted, shape, options: MetricOptions):
