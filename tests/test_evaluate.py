@@ -562,6 +562,12 @@ def test_the_json_holds_every_number_of_the_core(folder):
     assert got["version"] == jdt_array.__version__
     for image, (p, y) in zip(got["images"], arrays, strict=True):
         assert image["mIoU"] == pytest.approx(image_miou(p, y, 3), rel=1e-12)
+        alone = FineGrainedMetrics(3, ignore_index=-1)  # the image's own scores
+        alone.update(p[None], y[None])
+        want = alone.compute()
+        for name, key in (("mIoU", "mIoUI"), ("mDice", "mDiceI"), ("mAcc", "mAccI"),
+                          ("Acc", "Acc")):  # fmt: skip
+            assert image[name] == pytest.approx(want[key], rel=1e-15), name
 
 
 def test_worst_lists_the_k_lowest_images_by_image_level_miou(folder, capsys):

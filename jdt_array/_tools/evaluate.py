@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..metrics import BatchStatistics, FineGrainedMetrics
+from ..metrics._state import compact_of
+from ..metrics._summary import level_results
 from .label_files import LabelFileError, Pair, read_ids
 from .label_ids import IGNORED, IdTable
 
@@ -145,12 +147,12 @@ def image_scores(
     num_classes: int, stats: BatchStatistics, scoring: Scoring = DEFAULT_SCORING
 ) -> dict[str, float]:
     """The image's own Acc and image-level mAcc, mIoU, mDice (and with boundaries
-    mBIoU), percent, by the core."""
-    metric = _metric(num_classes, scoring)
-    metric.update_statistics(stats)
-    results = metric.compute()
+    mBIoU), percent, by the core's summary of the levels (the worst cases of one
+    image, its own scores again, are not computed)."""
+    options = _metric(num_classes, scoring).options
+    results = level_results(np, compact_of(np, stats, options), options)
     names = {**IMAGE_SCORES, **(BOUNDARY_SCORE if scoring.boundary else {})}
-    return {name: results[key] for name, key in names.items()}
+    return {name: float(results[key]) for name, key in names.items()}
 
 
 # -- the map over all pairs (runs on the client) ---------------------------------------
