@@ -94,17 +94,20 @@ class NumPyKernels(HardL1):
         if label.shape[1] < BYTE_TABLE_PIXELS:
             return None
         b, (rows, cols) = label.shape[0], shape
-        code = label.view(np.uint8).astype(np.intp) << 8  # the label byte, then
-        code |= pred.view(np.uint8)  # the prediction byte
-        if b > 1:
-            code += np.arange(b, dtype=np.intp)[:, None] << 16
-        table = np.bincount(code.ravel(), minlength=b << 16)  # each image's byte pairs
+        # Each image's pairs as 16-bit codes, label byte then prediction byte (a third
+        # faster than in intp), counted image by image.
+        table = np.empty((b, 1 << 16), dtype=np.intp)
+        for i in range(b):
+            code = label[i].view(np.uint8).astype(np.uint16)
+            code <<= 8
+            code |= pred[i].view(np.uint8)
+            table[i] = np.bincount(code, minlength=1 << 16)
         # Regroup the 65,536 byte pairs of each image by their ids: a bincount
         # weighted by the pairs' counts (float64: exact below 2^53 pixels).
         ids = (label_map.astype(np.intp)[:, None] * cols + pred_map[None, :]).ravel()
         if b > 1:
             ids = (ids + (rows * cols) * np.arange(b, dtype=np.intp)[:, None]).ravel()
-        counts = np.bincount(ids, weights=table, minlength=b * rows * cols)
+        counts = np.bincount(ids, weights=table.ravel(), minlength=b * rows * cols)
         return counts.astype(np.int64).reshape(b, rows, cols)
 
     def pair_counts(self, label_ids, pred_ids, num_classes):

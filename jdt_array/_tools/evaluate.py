@@ -95,7 +95,7 @@ def evaluate_pair(
             raise
         return ImageResult(pair, error=str(error))
     stats = image_statistics(ids, pred, label, scoring)
-    pixels = int(np.count_nonzero(label != IGNORED))
+    pixels = int(stats.kept_count[0])  # labelled: neither ignored nor of no class
     scores = image_scores(ids.num_classes, stats, scoring) if pixels else None
     return ImageResult(pair, tuple(label.shape), pixels, stats, scores)
 

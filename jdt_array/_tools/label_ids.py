@@ -114,8 +114,10 @@ def lookup(ids: np.ndarray, table: Mapping[int, int], fill: int, dtype) -> np.nd
         for raw, value in table.items():
             if offset <= raw <= high:
                 array[raw - offset] = value
-        # (the shift in int64: in the ids' own dtype it could wrap around)
-        return array[np.subtract(ids, offset, dtype=np.int64) if offset else ids]
+        # (the shift in int64: in the ids' own dtype it could wrap around; "clip"
+        # skips the bounds check of indices that lie in the array by construction)
+        index = np.subtract(ids, offset, dtype=np.int64) if offset else ids
+        return np.take(array, index, mode="clip")
     distinct, inverse = np.unique(ids, return_inverse=True)
     values = np.array([table.get(int(v), fill) for v in distinct], dtype=dtype)
     return values[inverse].reshape(ids.shape)
