@@ -64,6 +64,17 @@ class IdTable:
             )
         return self._encode(path, "prediction", raw, self._class_map(), self.void)
 
+    def byte_values(self, role: str) -> np.ndarray | None:
+        """The encoded id of each value 0 .. 255 of an 8-bit raw map (``role``:
+        "label" or "prediction"), as int32, where an id map is given: a table that
+        maps an 8-bit image without a pass over its pixels. None without an id map,
+        where an id outside the classes is an error found pixel by pixel."""
+        if self.id_map is None:
+            return None
+        fill = IGNORED if role == "label" else self.void
+        raw = np.arange(256, dtype=np.uint8)
+        return lookup(raw, self._class_map(), fill, np.int32)
+
     def _class_map(self) -> dict[int, int]:
         return {raw: c for raw, c in self.id_map.items() if 0 <= c < self.num_classes}
 

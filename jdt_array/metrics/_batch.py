@@ -19,7 +19,13 @@ from .._pixels import masked_mean, not_ignored
 from ._boundary import boundary_counts
 from ._options import MetricOptions, scored_mask
 
-__all__ = ["BatchStatistics", "MetricOptions", "batch_statistics", "scored_mask"]
+__all__ = [
+    "BatchStatistics",
+    "MetricOptions",
+    "batch_statistics",
+    "byte_map_statistics",
+    "scored_mask",
+]
 
 Array = Any
 
@@ -185,25 +191,58 @@ def statistics_of(
     )
 
 
-def _byte_table_statistics(xp, label, pred, options: MetricOptions):
+def byte_map_statistics(
+    label: Array,
+    pred: Array,
+    options: MetricOptions,
+    *,
+    label_values: Array | None = None,
+    pred_values: Array | None = None,
+) -> BatchStatistics | None:
+    """The counts of :func:`statistics_of` for (B, N) one-byte integer ``label`` and
+    ``pred`` whose bytes stand for the ids in the (256,) tables ``label_values`` and
+    ``pred_values`` (byte b holds id ``values[b]``; None: the bytes' own values), from
+    one table of their byte pairs; None where the kernel set has no such table or it
+    does not pay (small images), or with boundary or calibration counts.
+
+    An id map through a value table costs nothing per pixel: ``jdt-array evaluate``
+    counts 8-bit raw label images this way, without mapping each pixel first.
+    """
+    if options.boundary or options.calibration or options.multilabel:
+        return None
+    xp = namespace_of(label=label, pred=pred)
+    for name, values in (("label_values", label_values), ("pred_values", pred_values)):
+        if values is not None and (
+            tuple(values.shape) != (256,) or not xp.isdtype(values.dtype, "signed integer")
+        ):
+            raise ValueError(
+                f"{name} must be a (256,) signed integer table, one id per byte value; "
+                f"got shape {tuple(values.shape)} and dtype {values.dtype}"
+            )
+    return _byte_table_statistics(xp, label, pred, options, label_values, pred_values)
+
+
+def _byte_table_statistics(
+    xp, label, pred, options: MetricOptions, label_values=None, pred_values=None
+):
     """The statistics of (B, N) one-byte integer labels and predictions from one table
     of their (label, prediction) pairs (``_kernels.byte_pair_counts``), or None where
-    that does not run. Each byte value gets the id the per-pixel path gives it
-    (``_label_ids``, ``_is_class_id``): label rows 0 .. C - 1 for counted classes, C
-    for ignored pixels, C + 1 for kept labels of no class; prediction columns
-    0 .. C - 1, and C for no class."""
+    that does not run. Each byte's value (its own, or from the value tables) gets the
+    id the per-pixel path gives it (``_label_ids``, ``_is_class_id``): label rows
+    0 .. C - 1 for counted classes, C for ignored pixels, C + 1 for kept labels of no
+    class; prediction columns 0 .. C - 1, and C for no class."""
     one_byte = (xp.isdtype(a.dtype, "integral") and xp.iinfo(a.dtype).bits == 8
                 for a in (label, pred))  # fmt: skip
     if not all(one_byte):
         return None
     C = options.num_classes
-    values = _byte_values(xp, label.dtype, label)
+    values = _byte_values(xp, label.dtype, label) if label_values is None else label_values
     kept = not_ignored(xp, values, options.ignore_index)
     valid = _is_class_id(xp, values, C)
     label_map = xp.where(valid, values, C + 1)
     if kept is not None:
         label_map = xp.where(kept, label_map, C)
-    values = _byte_values(xp, pred.dtype, pred)
+    values = _byte_values(xp, pred.dtype, pred) if pred_values is None else pred_values
     pred_map = xp.where(_is_class_id(xp, values, C), values, C)
     table = _kernels.byte_pair_counts(xp, label, pred, label_map, pred_map, (C + 2, C + 1))
     if table is None:
