@@ -298,7 +298,8 @@ def test_byte_tables_are_not_used_without_an_id_map_or_for_small_images():
 
 
 def test_a_value_table_of_the_wrong_shape_is_an_error_naming_it():
-    from jdt_array.metrics._batch import MetricOptions, byte_map_statistics
+    from jdt_array.metrics._byte_table import byte_map_statistics
+    from jdt_array.metrics._options import MetricOptions
 
     pixels = np.zeros((1, 512 * 512), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"label_values must be a \(256,\).*\(255,\)"):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..metrics import BatchStatistics, FineGrainedMetrics
-from ..metrics._batch import byte_map_statistics
+from ..metrics._byte_table import byte_map_statistics
 from ..metrics._state import compact_of
 from ..metrics._summary import level_results
 from .label_files import LabelFileError, Pair, read_ids

@@ -10,49 +10,20 @@ add up, which is all :class:`~jdt_array.metrics.FineGrainedMetrics` needs.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import _checks as checks
 from .. import _kernels
 from .._array import compute_dtype, device, namespace_of
-from .._pixels import masked_mean, not_ignored
+from .._pixels import is_class_id, masked_mean, not_ignored
 from ._boundary import boundary_counts
+from ._byte_table import byte_table_statistics
 from ._options import MetricOptions, scored_mask
+from ._statistics import BatchStatistics
 
-__all__ = [
-    "BatchStatistics",
-    "MetricOptions",
-    "batch_statistics",
-    "byte_map_statistics",
-    "scored_mask",
-]
+__all__ = ["BatchStatistics", "MetricOptions", "batch_statistics", "scored_mask"]
 
 Array = Any
-
-
-class BatchStatistics(NamedTuple):
-    """Pixel counts of one batch; B images, C classes, K confidence bins.
-
-    Per-image fields (leading axis B) concatenate across batches; ``sce_gap`` adds up
-    (``jdt_array.metrics._state`` lists each field's kind and shape). A pixel counts
-    only where its label is kept (not ``ignore_index``) and a class id. Multi-label: an
-    entry (pixel, class) counts where its label is kept and 0 or 1, and the class
-    counts are those of the class's own binary problem.
-    """
-
-    intersection: Array  # (B, C) pixels predicted c and labelled c
-    pred_count: Array  # (B, C) pixels predicted c
-    label_count: Array  # (B, C) pixels labelled c
-    bad_label: Array  # (B,) kept pixels whose label is no class id
-    bad_prediction: Array  # (B,) pixels with no valid prediction (see batch_statistics)
-    ece_gap: Array | None = None  # (B, K) per bin of max-confidence: #correct - sum conf
-    sce_image: Array | None = None  # (B,) static calibration error of each image, in [0, 1]
-    sce_gap: Array | None = None  # (C', K) per class and bin, summed over the batch
-    kept_count: Array | None = None  # (B,) kept pixels (multi-label: kept entries)
-    # boundary=True: the counts of the bands of width d of each class's masks (B, C)
-    boundary_intersection: Array | None = None  # |G_d & P_d|
-    boundary_pred_count: Array | None = None  # |P_d|, the predicted band
-    boundary_label_count: Array | None = None  # |G_d|, the labelled band
 
 
 def batch_statistics(
@@ -156,7 +127,7 @@ def statistics_of(
     flat = (shape[0], math.prod(shape[1:]))
     C = options.num_classes
     if axis is None and not options.boundary:  # integer predictions: counts only
-        stats = _byte_table_statistics(
+        stats = byte_table_statistics(
             xp, xp.reshape(label, flat), xp.reshape(prob_or_pred, flat), options
         )
         if stats is not None:
@@ -164,7 +135,7 @@ def statistics_of(
     lab, counted, bad_label = _label_ids(xp, xp.reshape(label, flat), options)
     if axis is None:
         pred = _widen(xp, xp.reshape(prob_or_pred, flat))
-        pred_ok = _is_class_id(xp, pred, C)
+        pred_ok = is_class_id(xp, pred, C)
         bad_prediction = _count(xp, counted & ~pred_ok, 1)
         prd = xp.where(pred_ok, pred, C)
     else:
@@ -189,83 +160,6 @@ def statistics_of(
     return _with_calibration(
         xp, stats, prob_or_pred, axis, flat, lab, hit, counted, options
     )
-
-
-def byte_map_statistics(
-    label: Array,
-    pred: Array,
-    options: MetricOptions,
-    *,
-    label_values: Array | None = None,
-    pred_values: Array | None = None,
-) -> BatchStatistics | None:
-    """The counts of :func:`statistics_of` for (B, N) one-byte integer ``label`` and
-    ``pred`` whose bytes stand for the ids in the (256,) tables ``label_values`` and
-    ``pred_values`` (byte b holds id ``values[b]``; None: the bytes' own values), from
-    one table of their byte pairs; None where the kernel set has no such table or it
-    does not pay (small images), or with boundary or calibration counts.
-
-    An id map through a value table costs nothing per pixel: ``jdt-array evaluate``
-    counts 8-bit raw label images this way, without mapping each pixel first.
-    """
-    if options.boundary or options.calibration or options.multilabel:
-        return None
-    xp = namespace_of(label=label, pred=pred)
-    for name, values in (("label_values", label_values), ("pred_values", pred_values)):
-        if values is not None and (
-            tuple(values.shape) != (256,) or not xp.isdtype(values.dtype, "signed integer")
-        ):
-            raise ValueError(
-                f"{name} must be a (256,) signed integer table, one id per byte value; "
-                f"got shape {tuple(values.shape)} and dtype {values.dtype}"
-            )
-    return _byte_table_statistics(xp, label, pred, options, label_values, pred_values)
-
-
-def _byte_table_statistics(
-    xp, label, pred, options: MetricOptions, label_values=None, pred_values=None
-):
-    """The statistics of (B, N) one-byte integer labels and predictions from one table
-    of their (label, prediction) pairs (``_kernels.byte_pair_counts``), or None where
-    that does not run. Each byte's value (its own, or from the value tables) gets the
-    id the per-pixel path gives it (``_label_ids``, ``_is_class_id``): label rows
-    0 .. C - 1 for counted classes, C for ignored pixels, C + 1 for kept labels of no
-    class; prediction columns 0 .. C - 1, and C for no class."""
-    one_byte = (xp.isdtype(a.dtype, "integral") and xp.iinfo(a.dtype).bits == 8
-                for a in (label, pred))  # fmt: skip
-    if not all(one_byte):
-        return None
-    C = options.num_classes
-    values = _byte_values(xp, label.dtype, label) if label_values is None else label_values
-    kept = not_ignored(xp, values, options.ignore_index)
-    valid = _is_class_id(xp, values, C)
-    label_map = xp.where(valid, values, C + 1)
-    if kept is not None:
-        label_map = xp.where(kept, label_map, C)
-    values = _byte_values(xp, pred.dtype, pred) if pred_values is None else pred_values
-    pred_map = xp.where(_is_class_id(xp, values, C), values, C)
-    table = _kernels.byte_pair_counts(xp, label, pred, label_map, pred_map, (C + 2, C + 1))
-    if table is None:
-        return None
-    flat = xp.reshape(table, (table.shape[0], (C + 2) * (C + 1)))
-    label_count = xp.sum(table[:, :C, :], axis=2)
-    return BatchStatistics(
-        intersection=xp.take(flat, xp.arange(C, device=device(table)) * (C + 2), axis=1),
-        pred_count=xp.sum(table[:, :C, :C], axis=1),
-        label_count=label_count,
-        bad_label=xp.sum(table[:, C + 1, :], axis=1),
-        bad_prediction=xp.sum(table[:, :C, C], axis=1),
-        kept_count=xp.sum(label_count, axis=1),
-    )
-
-
-def _byte_values(xp, dtype, like: Array) -> Array:
-    """The values of the 256 bytes of a one-byte integer ``dtype``, in byte order
-    (int8: 0 .. 127, then -128 .. -1), as int32."""
-    byte = xp.arange(256, dtype=xp.int32, device=device(like))
-    if xp.iinfo(dtype).min < 0:
-        return byte - xp.astype(byte >= 128, xp.int32) * 256
-    return byte
 
 
 def _with_boundary(xp, stats, lab, prd, counted, shape, options: MetricOptions):
@@ -349,16 +243,11 @@ def _widen(xp, ids: Array) -> Array:
     return xp.astype(ids, xp.int64) if info.min == 0 else ids
 
 
-def _is_class_id(xp, ids: Array, num_classes: int) -> Array:
-    ok = ids < num_classes
-    return ok & (ids >= 0) if xp.iinfo(ids.dtype).min < 0 else ok
-
-
 def _label_ids(xp, label: Array, options: MetricOptions):
     """Label ids with C for uncounted pixels, the counted mask, bad counts (B,)."""
     label = _widen(xp, label)
     kept = not_ignored(xp, label, options.ignore_index)
-    valid = _is_class_id(xp, label, options.num_classes)
+    valid = is_class_id(xp, label, options.num_classes)
     counted = valid if kept is None else valid & kept
     bad = ~valid if kept is None else ~valid & kept
     ids = xp.where(counted, label, options.num_classes)
