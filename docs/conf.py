@@ -264,10 +264,16 @@ def _framework_aliases() -> dict[str, str]:
     return aliases
 
 
+def _private(cls: type) -> bool:
+    """A private name, or a class of a private module (``backends.keras._base``)."""
+    parts = [*cls.__module__.split("."), cls.__name__]
+    return any(part.startswith("_") for part in parts)
+
+
 def public_bases(app, name, obj, options, bases) -> None:
-    """Show a class's bases by their public names: a private base of this package is
-    replaced by its own bases, a framework class by its documented name, and a
-    lone ``object`` is left out."""
+    """Show a class's bases by their public names: an undocumented private base of
+    this package is replaced by its own bases, a framework class by its documented
+    name, and a lone ``object`` is left out."""
     documented = _NAMES["documented"]
     aliases = _NAMES["aliases"]
     shown: list[str] = []
@@ -277,7 +283,7 @@ def public_bases(app, name, obj, options, bases) -> None:
             return
         if id(base) in documented:
             shown.append(f":py:class:`~{documented[id(base)]}`")
-        elif base.__module__.startswith("jdt_array") and base.__name__.startswith("_"):
+        elif base.__module__.startswith("jdt_array") and _private(base):
             for grand in base.__bases__:
                 add(grand)
         else:

@@ -314,7 +314,9 @@ def warn_if_probabilities(xp: Any, logits: Array, axis: int) -> None:
     [0, 1], summing to 1 over the classes): the softmax would then be taken twice, a
     silent loss of sharpness. Only where the values can be read without waiting for a
     device, and only the first image (a fraction of the batch's cost)."""
-    if logits.shape[0] == 0 or logits.shape[axis] < 2 or not readable_on_host(logits):
+    if logits.shape[axis] < 2 or math.prod(logits.shape) == 0:
+        return  # one class, or no pixel: nothing to look like a distribution
+    if not readable_on_host(logits):
         return
     first = logits[0:1, ...]
     if not bool(xp.all((first >= 0) & (first <= 1))):

@@ -9,6 +9,12 @@ from typing import Any
 from ._array import device, zero_d
 
 
+def is_class_id(xp: Any, ids: Any, num_classes: int) -> Any:
+    """``0 <= ids < num_classes`` (the lower bound only for signed ids)."""
+    ok = ids < num_classes
+    return ok & (ids >= 0) if xp.iinfo(ids.dtype).min < 0 else ok
+
+
 def not_ignored(xp: Any, label: Any, ignore_index: int | None) -> Any:
     """``label != ignore_index``, or None when no pixel can be ``ignore_index``: none
     given, or a value the label's dtype cannot hold (255 for int8 labels, say), which

@@ -30,6 +30,7 @@ import pytest  # noqa: E402
 pytest.register_assert_rewrite("_support")
 
 from _support.backends import BACKENDS, GRID_BACKENDS  # noqa: E402
+from _support.tiers import GRID_ONLY  # noqa: E402
 
 
 def _backend(request):
@@ -46,24 +47,57 @@ grid_backend = pytest.fixture(params=GRID_BACKENDS, ids=lambda b: b.name)(_backe
 
 
 # The slow part of the suite, run by default and in CI: `python -m pytest -m "not slow"`
-# leaves it out for quick local work. Listed here, by module and by name, so that a
+# leaves it out for quick local work. Listed here, by module and by library, so that a
 # new test of these kinds is marked without an edit of its module.
 SLOW_MODULES = {
     "test_distributed_jax.py",  # a subprocess with 4 XLA CPU devices
     "test_distributed_lovasz.py",  # gloo processes and shard_map
     "test_distributed_metrics.py",  # gloo processes and shard_map / pmap
     "test_distributed_torch.py",  # gloo processes, DDP
+    "test_docs.py",  # every snippet of the docs, in subprocesses
+    "test_docs_site.py",  # a Sphinx build of the site
+    "test_docstring_examples.py",  # every docstring example, in subprocesses
+    "test_examples.py",  # the example scripts, in subprocesses
+    "test_fused_kernels.py",  # Triton and Pallas in their interpreters
     "test_gpu_check.py",  # the GPU check's CPU smoke run, in a subprocess
-    "test_long_run.py",  # 10,000 steps per module
+    "test_jax_adapter.py",  # jit, vmap and custom_vjp compilations
+    "test_jax_kernels.py",  # JAX's kernels under jit, their second derivatives
+    "test_kernel_compile.py",  # the fused kernels compiled for CUDA (no GPU needed)
+    "test_keras.py",  # one Keras process per Keras backend
+    "test_long_run.py",  # thousands of training steps per module
+    "test_packaging.py",  # a wheel and an sdist built and installed
     "test_torch_compile.py",  # inductor and aot_eager compilations
 }
+# JAX dispatches every operation eagerly at about 10x NumPy's cost and compiles every
+# jitted call: a test with "jax" in its name or its parameters' ids (the jax and
+# jax-jit backends among them) is slow; the quick subset runs NumPy, PyTorch and
+# array-api-strict.
+GRID_NAMES = {b.name for b in GRID_BACKENDS}
+
+
+def _backend_of(item):
+    params = getattr(item, "callspec", None)
+    return None if params is None else params.params.get("backend")
 
 
 def pytest_collection_modifyitems(config, items):
+    kept, deselected = [], []
     for item in items:
+        backend = _backend_of(item)
+        if (
+            backend is not None
+            and item.get_closest_marker(GRID_ONLY)
+            and backend.name not in GRID_NAMES
+        ):
+            deselected.append(item)  # a grid case off the grid backends (tiers.py)
+            continue
         name = getattr(item, "originalname", item.name)
-        if item.path.name in SLOW_MODULES or "compile" in name:
+        if item.path.name in SLOW_MODULES or "compile" in name or "jax" in item.name:
             item.add_marker(pytest.mark.slow)
+        kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -8,6 +8,7 @@ import functools
 import numpy as np
 import pytest
 from _support.inputs import IGNORE, make_hard_label, make_logits, make_soft_label
+from _support.tiers import tiered
 
 import jdt_array
 
@@ -36,6 +37,12 @@ LOSSES = {
     "kl-div": (jdt_array.kl_div, "soft", {"temperature": 2.0}),
     "ce-jdt": (jdt_array.ce_jdt_loss, "hard", {}),
 }  # fmt: skip
+# One loss of each code path (region loss on hard labels, on soft labels with norm 2,
+# Lovasz softmax, Lovasz hinge on binary labels, cross-entropy on soft labels, and a
+# compound loss) runs on every backend; the rest of the table on the grid backends.
+SMOKE = {"jaccard", "jdt-soft-present-l2", "lovasz-softmax", "lovasz-hinge",
+         "cross-entropy-soft", "ce-jdt"}  # fmt: skip
+NAMES = tiered([pytest.param(name, id=name) for name in LOSSES], smoke=SMOKE)
 
 
 def make_inputs(kind, *, class_axis=1, shape=SHAPE, seed=0):
@@ -75,7 +82,7 @@ def value_and_grad(backend, fn, logits, label, keep=None, **options):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", NAMES)
 def test_a_nan_or_inf_logit_at_a_kept_pixel_makes_the_loss_nan(backend, name, bad):
     fn, kind, options = LOSSES[name]
     logits, label = make_inputs(kind)
@@ -161,7 +168,11 @@ def _drop_cases():
                 yield pytest.param(name, drop, axis, id=f"{name}-{drop}-axis{axis}")
 
 
-@pytest.mark.parametrize("name, drop, class_axis", list(_drop_cases()))
+def _smoke_loss(case):
+    return case.values[0] in SMOKE
+
+
+@pytest.mark.parametrize("name, drop, class_axis", tiered(_drop_cases(), smoke=_smoke_loss))
 def test_values_at_dropped_pixels_reach_neither_value_nor_gradient(
     backend, name, drop, class_axis
 ):
@@ -333,7 +344,7 @@ def _empty_cases():
             yield pytest.param(name, shape, id=f"{name}-{'x'.join(map(str, shape))}")
 
 
-@pytest.mark.parametrize("name, shape", list(_empty_cases()))
+@pytest.mark.parametrize("name, shape", tiered(_empty_cases(), smoke=_smoke_loss))
 def test_nothing_to_average_gives_zero_and_a_zero_gradient(backend, name, shape):
     fn, kind, options = LOSSES[name]
     logits, label = make_inputs(kind, shape=shape)

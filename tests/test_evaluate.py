@@ -266,6 +266,48 @@ def test_a_predicted_id_of_no_class_is_a_false_negative_and_no_false_positive():
     assert metric.compute()["mIoUD"] == pytest.approx(50.0)  # never a dropped pixel
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_8_bit_pair_through_byte_tables_counts_what_the_pixel_path_counts(seed):
+    # 512 x 640: large enough for the table of byte pairs. Raw ids 0 .. 255: mapped
+    # ones, unmapped ones (dropped in labels, no class in predictions), 255.
+    rng = np.random.default_rng(seed)
+    id_map = {int(raw): c for c, raw in enumerate(rng.choice(256, 19, replace=False))}
+    ids = IdTable(19, id_map=id_map)
+    values = np.concatenate([list(id_map), rng.choice(256, 12), [255]])
+    label = blocky(rng, values, (512, 640), block=16).astype(np.uint8)
+    pred = noisy(rng, label, values).astype(np.uint8)
+    got = ev.raw_byte_statistics(ids, pred, label)
+    assert got is not None
+    want = ev.image_statistics(ids, ids.predictions("p", pred), ids.labels("l", label))
+    for name, value in want._asdict().items():
+        if value is None:
+            assert getattr(got, name) is None, name
+        else:
+            np.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
+    # some counted pixels are predicted as no class: in no class's predicted count
+    assert 0 < int(got.pred_count.sum()) < int(got.kept_count[0])
+
+
+def test_byte_tables_are_not_used_without_an_id_map_or_for_small_images():
+    # Without an id map an unknown id is an error found pixel by pixel; small images
+    # count faster pixel by pixel.
+    big = np.zeros((512, 512), dtype=np.uint8)
+    assert ev.raw_byte_statistics(IdTable(2), big, big) is None
+    small = np.zeros((8, 8), dtype=np.uint8)
+    assert ev.raw_byte_statistics(IdTable(2, id_map={0: 0}), small, small) is None
+
+
+def test_a_value_table_of_the_wrong_shape_is_an_error_naming_it():
+    from jdt_array.metrics._byte_table import byte_map_statistics
+    from jdt_array.metrics._options import MetricOptions
+
+    pixels = np.zeros((1, 512 * 512), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"label_values must be a \(256,\).*\(255,\)"):
+        byte_map_statistics(
+            pixels, pixels, MetricOptions(2), label_values=np.zeros(255, np.int32)
+        )
+
+
 def test_raw_label_ids_outside_the_map_are_ignored(tmp_path):
     save(tmp_path / "p" / "a.png", np.array([[1, 2, 1, 2]], dtype=np.uint8))
     save(tmp_path / "l" / "a.png", np.array([[1, 2, 9, 255]], dtype=np.uint8))
@@ -562,6 +604,12 @@ def test_the_json_holds_every_number_of_the_core(folder):
     assert got["version"] == jdt_array.__version__
     for image, (p, y) in zip(got["images"], arrays, strict=True):
         assert image["mIoU"] == pytest.approx(image_miou(p, y, 3), rel=1e-12)
+        alone = FineGrainedMetrics(3, ignore_index=-1)  # the image's own scores
+        alone.update(p[None], y[None])
+        want = alone.compute()
+        for name, key in (("mIoU", "mIoUI"), ("mDice", "mDiceI"), ("mAcc", "mAccI"),
+                          ("Acc", "Acc")):  # fmt: skip
+            assert image[name] == pytest.approx(want[key], rel=1e-15), name
 
 
 def test_worst_lists_the_k_lowest_images_by_image_level_miou(folder, capsys):

@@ -85,6 +85,16 @@ def test_probabilities_passed_as_logits_warn():
         jdt_array.jaccard_loss(np.log(prob), label)  # logits: no warning
 
 
+@pytest.mark.parametrize(
+    "shape", [(0, 4, 6, 7), (2, 4, 0, 7)], ids=["no-images", "no-pixels"]
+)
+def test_an_empty_batch_does_not_look_like_probabilities(shape):
+    logits, label = np.zeros(shape), np.zeros(shape[:1] + shape[2:], dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every value of nothing lies in [0, 1]
+        assert float(jdt_array.jaccard_loss(logits, label)) == 0.0
+
+
 def test_probabilities_passed_as_logits_warn_with_torch_on_cpu_only():
     torch = pytest.importorskip("torch")
     jt = pytest.importorskip("jdt_array.backends.torch")

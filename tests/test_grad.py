@@ -11,7 +11,7 @@ from _support.inputs import (
     make_logits,
     make_soft_label,
 )
-from _support.options import OPTION_SETS
+from _support.options import OPTION_SETS, SMOKE_OPTION_SETS
 
 import jdt_array
 from jdt_array.grad import hand_gradient
@@ -35,7 +35,7 @@ def numpy_grad(logits, label, **options):
 
 @pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
 @pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
-def test_hand_gradient_matches_autodiff(hard, options):
+def test_hand_gradient_matches_torch_autograd(hard, options):
     torch = pytest.importorskip("torch")
     logits, label, extra = inputs(0, hard)
     options = {**options, **extra}
@@ -48,7 +48,17 @@ def test_hand_gradient_matches_autodiff(hard, options):
     np.testing.assert_allclose(loss, t_loss.item(), rtol=1e-12)
     np.testing.assert_allclose(grad, x.grad.numpy(), rtol=1e-6, atol=1e-15)
 
+
+# JAX traces the generic code with its own native kernels: a second autodiff to agree
+# with, on the smoke option sets (PyTorch above runs them all, as the one autodiff
+# library of the grids). Slow (conftest.py: "jax" in the name).
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
+@pytest.mark.parametrize("name", SMOKE_OPTION_SETS)
+def test_hand_gradient_matches_jax_autodiff(hard, name):
     jax = pytest.importorskip("jax")
+    logits, label, extra = inputs(0, hard)
+    options = {**OPTION_SETS[name], **extra}
+    _, grad = numpy_grad(logits, label, **options)
     j_options = {
         k: jax.numpy.asarray(v) if k == "keep_mask" else v for k, v in options.items()
     }

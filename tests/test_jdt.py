@@ -13,12 +13,14 @@ from _support.inputs import (
     make_logits,
     make_soft_label,
 )
-from _support.options import OPTION_SETS
+from _support.options import OPTION_SETS, SMOKE_OPTION_SETS
 from _support.reference import jdt_loss_reference
+from _support.tiers import tiered_dict
 
 import jdt_array
 
 SHAPE = (3, 4, 5, 6)
+OPTIONS = tiered_dict(OPTION_SETS, smoke=SMOKE_OPTION_SETS)
 
 
 def check(backend, expected, logits, label, **options):
@@ -37,7 +39,7 @@ def check(backend, expected, logits, label, **options):
     return loss
 
 
-@pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
+@pytest.mark.parametrize("options", OPTIONS)
 def test_hard_label_matches_formulas(backend, options):
     rng = np.random.default_rng(0)
     logits = make_logits(rng, SHAPE)
@@ -48,7 +50,7 @@ def test_hard_label_matches_formulas(backend, options):
     check(backend, expected, logits, label, **options)
 
 
-@pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
+@pytest.mark.parametrize("options", OPTIONS)
 def test_soft_label_matches_formulas(backend, options):
     rng = np.random.default_rng(1)
     logits = make_logits(rng, SHAPE)

@@ -7,6 +7,7 @@ pixel kept, a keep mask, a label with several classes absent, float32 and float6
 
 import numpy as np
 import pytest
+from _support.tiers import tiered
 
 from jdt_array._kernels import Generic, argmax, kernels_for
 
@@ -33,7 +34,13 @@ def _overrides(kernels, name):
 
 @pytest.mark.parametrize("chunk", [None, 10], ids=["one-chunk", "many-chunks"])
 @pytest.mark.parametrize("reuse", [False, True], ids=["gather-again", "reuse-scratch"])
-@pytest.mark.parametrize("overwrite", [False, True], ids=["new-buffer", "overwrite"])
+# Overwriting a buffer in place is the NumPy and PyTorch kernels' own branch (JAX
+# arrays are immutable): the grid backends run it.
+@pytest.mark.parametrize(
+    "overwrite",
+    tiered([pytest.param(False, id="new-buffer"), pytest.param(True, id="overwrite")],
+           smoke={"new-buffer"}),
+)  # fmt: skip
 @pytest.mark.parametrize("shape, drop", CASES)
 def test_native_statistics_and_gradient_equal_generic(
     backend, monkeypatch, shape, drop, overwrite, reuse, chunk
@@ -129,3 +136,53 @@ def test_native_pair_counts_equal_a_direct_count(backend):
     np.testing.assert_array_equal(backend.to_numpy(prd_in), prd)
     # A table larger than an image is left to the class-by-class counts.
     assert kernels.pair_table_pays(50, 5) and not kernels.pair_table_pays(50, 40)
+
+
+def _byte_ids(rng, dtype, shape, num_classes):
+    """One-byte ids: classes, out-of-range ids of both signs, the dtype's extremes."""
+    info = np.iinfo(dtype)
+    values = [*range(num_classes + 3), info.min, info.max, *([-1, -3] if info.min else [])]
+    return rng.choice(np.asarray(values, dtype=dtype), size=shape)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    "label_dtype, pred_dtype", [("int8", "int8"), ("uint8", "uint8"), ("uint8", "int8")]
+)
+def test_one_byte_ids_counted_from_a_pair_table_equal_the_pixel_path(
+    monkeypatch, label_dtype, pred_dtype, batch
+):
+    """Integer labels and predictions of one byte take one table of their 65,536 byte
+    pairs (NumPy, large images); every count, the bad labels and predictions too,
+    equals the per-pixel path's, whatever the ignore_index."""
+    from jdt_array._kernels import numpy as numpy_kernels
+    from jdt_array.metrics import batch_statistics
+
+    rng = np.random.default_rng(4)
+    C, shape = 5, (batch, 16, 20)
+    label = _byte_ids(rng, np.dtype(label_dtype), shape, C)
+    pred = _byte_ids(rng, np.dtype(pred_dtype), shape, C)
+    tables = []
+    counted = numpy_kernels.NumPyKernels.byte_pair_counts
+
+    def spy(self, *args):
+        tables.append(counted(self, *args))
+        return tables[-1]
+
+    monkeypatch.setattr(numpy_kernels.NumPyKernels, "byte_pair_counts", spy)
+    for ignore_index in (None, -1, 255, 2, 300):
+        options = {"num_classes": C, "ignore_index": ignore_index}
+        monkeypatch.setattr(numpy_kernels, "BYTE_TABLE_PIXELS", 1)
+        from_table = batch_statistics(pred, label, **options)
+        assert tables[-1] is not None
+        monkeypatch.setattr(numpy_kernels, "BYTE_TABLE_PIXELS", 10**9)
+        per_pixel = batch_statistics(pred, label, **options)
+        assert tables[-1] is None
+        for name, want in per_pixel._asdict().items():
+            got = getattr(from_table, name)
+            if want is None:
+                assert got is None, name
+                continue
+            assert got.dtype == want.dtype and got.shape == want.shape, name
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}, {ignore_index=}")
+        assert per_pixel.bad_label.any() and per_pixel.bad_prediction.any()

@@ -8,15 +8,23 @@ live in its own module (test_jdt.py, test_lovasz.py, ...)."""
 import pytest
 from _support.loss_tester import ROW_CASES, LossTester, syncs
 from _support.losses import LOSSES
+from _support.tiers import tiered
 
 BY_NAME = {entry.name: entry for entry in LOSSES}
 ALL = [(entry, case) for entry in LOSSES for case in ROW_CASES[entry.name]]
 
 
-def _cases(rows):
-    return pytest.mark.parametrize(
-        ("entry", "case"), rows, ids=[f"{e.name}-{c.name}" for e, c in rows]
-    )
+def _first_case(entry):
+    return ROW_CASES[entry.name][0]
+
+
+def _cases(rows, *, tiers=False):
+    """Parametrize over (row, case) pairs; with ``tiers``, each row's first case is the
+    smoke set every backend runs, the rest run on the grid backends."""
+    params = [pytest.param(e, c, id=f"{e.name}-{c.name}") for e, c in rows]
+    if tiers:
+        params = tiered(params, smoke=lambda p: p.values[1] is _first_case(p.values[0]))
+    return pytest.mark.parametrize(("entry", "case"), params)
 
 
 def test_every_row_of_the_table_has_cases():
@@ -24,7 +32,7 @@ def test_every_row_of_the_table_has_cases():
     assert all(ROW_CASES.values())
 
 
-@_cases(ALL)
+@_cases(ALL, tiers=True)
 def test_functional_form_equals_the_reference(backend, entry, case):
     LossTester(entry, case).check_reference(backend)
 

@@ -12,6 +12,7 @@ import pytest
 from _support.inputs import IGNORE
 from _support.metrics import as_backend_float, assert_matches, make_label, make_prob
 from _support.metrics_reference import fine_grained_reference
+from _support.tiers import tiered_dict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +54,12 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+# Every backend: an ignore_index with a worst-case q, the binary mode and the
+# calibration; the grid backends: every case.
+SMOKE_CASES = {"worst-q20", "binary", "calibration"}
+
+
+@pytest.mark.parametrize("case", tiered_dict(CASES, smoke=SMOKE_CASES))
 def test_all_keys_match_definitions(backend, case):
     rng = np.random.default_rng(0)
     shape = case.get("shape", SHAPE)

@@ -29,6 +29,7 @@ __all__ = [
     "Residual",
     "argmax",
     "argsort_descending",
+    "byte_pair_counts",
     "cumulative_sum",
     "hard_statistics",
     "hard_statistics_vjp",
@@ -144,6 +145,14 @@ def soft_statistics_vjp(xp: Any, *args: Any) -> Array:
 def value_range(xp: Any, values: Array) -> tuple[Array, Array]:
     """(min, max) of ``values``, in one pass where the library can."""
     return kernels_for(xp).value_range(values)
+
+
+def byte_pair_counts(
+    xp: Any, label: Array, pred: Array, label_map: Array, pred_map: Array, shape: tuple
+) -> Array | None:
+    """(B, R, K) counts of mapped one-byte id pairs, or None where the kernel set has
+    no fast form; arguments as :meth:`Generic.byte_pair_counts`."""
+    return kernels_for(xp).byte_pair_counts(label, pred, label_map, pred_map, shape)
 
 
 def pixel_counts(

@@ -167,6 +167,21 @@ class Generic:
         is_class = xp.expand_dims(ids, axis=1) == xp.reshape(classes, (1, -1, 1))
         return xp.count_nonzero(is_class, axis=2)
 
+    def byte_pair_counts(
+        self, label: Array, pred: Array, label_map: Array, pred_map: Array, shape: tuple
+    ) -> Array | None:
+        """(B, R, K) counts of the pairs (``label_map[l]``, ``pred_map[p]``) over the
+        pixels of (B, N) one-byte integer ``label`` and ``pred``, where the (256,) maps
+        (ids in [0, R) and [0, K), ``shape`` = (R, K)) are indexed by the pixels'
+        bytes (an int8 -1 is byte 255); or None where this does not pay.
+
+        One count of all 65,536 byte pairs per image, regrouped by the maps, replaces
+        every per-pixel pass of the metric's id handling; it pays for integer maps
+        of one byte with enough pixels per image, where a library counts in one pass.
+        The generic code has no such count: None.
+        """
+        return None
+
     def pair_counts(self, label_ids: Array, pred_ids: Array, num_classes: int) -> Array:
         """(B, C + 1, C + 1) counts of each (label id, predicted id) pair in two (B, N)
         id arrays in [0, C] (C: no class), in the default integer dtype."""

@@ -27,6 +27,13 @@ class _Residual(NamedTuple):
     label_prob: np.ndarray
 
 
+# Images of fewer pixels take the per-pixel passes: a table of 65,536 byte pairs costs
+# about 1.1 ms an image, the passes it saves 1.6 ms at 512 x 512 (and 31 ms against 7
+# at 1024 x 2048, where the passes' int64 temporaries leave the cache), 19 classes,
+# 2-core CPU, 2026-12-03.
+BYTE_TABLE_PIXELS = 1 << 18
+
+
 class NumPyKernels(HardL1):
     counts_pairs_in_one_pass = True
 
@@ -82,6 +89,26 @@ class NumPyKernels(HardL1):
         rows = ids + (num_classes + 1) * np.arange(b, dtype=np.intp)[:, None]
         counts = np.bincount(rows.ravel(), minlength=b * (num_classes + 1))
         return counts.reshape(b, num_classes + 1)[:, :num_classes].astype(np.int64)
+
+    def byte_pair_counts(self, label, pred, label_map, pred_map, shape):
+        if label.shape[1] < BYTE_TABLE_PIXELS:
+            return None
+        b, (rows, cols) = label.shape[0], shape
+        # Each image's pairs as 16-bit codes, label byte then prediction byte (a third
+        # faster than in intp), counted image by image.
+        table = np.empty((b, 1 << 16), dtype=np.intp)
+        for i in range(b):
+            code = label[i].view(np.uint8).astype(np.uint16)
+            code <<= 8
+            code |= pred[i].view(np.uint8)
+            table[i] = np.bincount(code, minlength=1 << 16)
+        # Regroup the 65,536 byte pairs of each image by their ids: a bincount
+        # weighted by the pairs' counts (float64: exact below 2^53 pixels).
+        ids = (label_map.astype(np.intp)[:, None] * cols + pred_map[None, :]).ravel()
+        if b > 1:
+            ids = (ids + (rows * cols) * np.arange(b, dtype=np.intp)[:, None]).ravel()
+        counts = np.bincount(ids, weights=table.ravel(), minlength=b * rows * cols)
+        return counts.astype(np.int64).reshape(b, rows, cols)
 
     def pair_counts(self, label_ids, pred_ids, num_classes):
         b, size = label_ids.shape[0], (num_classes + 1) ** 2

@@ -64,6 +64,17 @@ class IdTable:
             )
         return self._encode(path, "prediction", raw, self._class_map(), self.void)
 
+    def byte_values(self, role: str) -> np.ndarray | None:
+        """The encoded id of each value 0 .. 255 of an 8-bit raw map (``role``:
+        "label" or "prediction"), as int32, where an id map is given: a table that
+        maps an 8-bit image without a pass over its pixels. None without an id map,
+        where an id outside the classes is an error found pixel by pixel."""
+        if self.id_map is None:
+            return None
+        fill = IGNORED if role == "label" else self.void
+        raw = np.arange(256, dtype=np.uint8)
+        return lookup(raw, self._class_map(), fill, np.int32)
+
     def _class_map(self) -> dict[int, int]:
         return {raw: c for raw, c in self.id_map.items() if 0 <= c < self.num_classes}
 
@@ -114,8 +125,10 @@ def lookup(ids: np.ndarray, table: Mapping[int, int], fill: int, dtype) -> np.nd
         for raw, value in table.items():
             if offset <= raw <= high:
                 array[raw - offset] = value
-        # (the shift in int64: in the ids' own dtype it could wrap around)
-        return array[np.subtract(ids, offset, dtype=np.int64) if offset else ids]
+        # (the shift in int64: in the ids' own dtype it could wrap around; "clip"
+        # skips the bounds check of indices that lie in the array by construction)
+        index = np.subtract(ids, offset, dtype=np.int64) if offset else ids
+        return np.take(array, index, mode="clip")
     distinct, inverse = np.unique(ids, return_inverse=True)
     values = np.array([table.get(int(v), fill) for v in distinct], dtype=dtype)
     return values[inverse].reshape(ids.shape)

@@ -10,43 +10,20 @@ add up, which is all :class:`~jdt_array.metrics.FineGrainedMetrics` needs.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import _checks as checks
 from .. import _kernels
 from .._array import compute_dtype, device, namespace_of
-from .._pixels import masked_mean, not_ignored
+from .._pixels import is_class_id, masked_mean, not_ignored
 from ._boundary import boundary_counts
+from ._byte_table import byte_table_statistics
 from ._options import MetricOptions, scored_mask
+from ._statistics import BatchStatistics
 
 __all__ = ["BatchStatistics", "MetricOptions", "batch_statistics", "scored_mask"]
 
 Array = Any
-
-
-class BatchStatistics(NamedTuple):
-    """Pixel counts of one batch; B images, C classes, K confidence bins.
-
-    Per-image fields (leading axis B) concatenate across batches; ``sce_gap`` adds up
-    (``jdt_array.metrics._state`` lists each field's kind and shape). A pixel counts
-    only where its label is kept (not ``ignore_index``) and a class id. Multi-label: an
-    entry (pixel, class) counts where its label is kept and 0 or 1, and the class
-    counts are those of the class's own binary problem.
-    """
-
-    intersection: Array  # (B, C) pixels predicted c and labelled c
-    pred_count: Array  # (B, C) pixels predicted c
-    label_count: Array  # (B, C) pixels labelled c
-    bad_label: Array  # (B,) kept pixels whose label is no class id
-    bad_prediction: Array  # (B,) pixels with no valid prediction (see batch_statistics)
-    ece_gap: Array | None = None  # (B, K) per bin of max-confidence: #correct - sum conf
-    sce_image: Array | None = None  # (B,) static calibration error of each image, in [0, 1]
-    sce_gap: Array | None = None  # (C', K) per class and bin, summed over the batch
-    kept_count: Array | None = None  # (B,) kept pixels (multi-label: kept entries)
-    # boundary=True: the counts of the bands of width d of each class's masks (B, C)
-    boundary_intersection: Array | None = None  # |G_d & P_d|
-    boundary_pred_count: Array | None = None  # |P_d|, the predicted band
-    boundary_label_count: Array | None = None  # |G_d|, the labelled band
 
 
 def batch_statistics(
@@ -149,10 +126,16 @@ def statistics_of(
     shape = tuple(label.shape)
     flat = (shape[0], math.prod(shape[1:]))
     C = options.num_classes
+    if axis is None and not options.boundary:  # integer predictions: counts only
+        stats = byte_table_statistics(
+            xp, xp.reshape(label, flat), xp.reshape(prob_or_pred, flat), options
+        )
+        if stats is not None:
+            return stats
     lab, counted, bad_label = _label_ids(xp, xp.reshape(label, flat), options)
     if axis is None:
         pred = _widen(xp, xp.reshape(prob_or_pred, flat))
-        pred_ok = _is_class_id(xp, pred, C)
+        pred_ok = is_class_id(xp, pred, C)
         bad_prediction = _count(xp, counted & ~pred_ok, 1)
         prd = xp.where(pred_ok, pred, C)
     else:
@@ -260,16 +243,11 @@ def _widen(xp, ids: Array) -> Array:
     return xp.astype(ids, xp.int64) if info.min == 0 else ids
 
 
-def _is_class_id(xp, ids: Array, num_classes: int) -> Array:
-    ok = ids < num_classes
-    return ok & (ids >= 0) if xp.iinfo(ids.dtype).min < 0 else ok
-
-
 def _label_ids(xp, label: Array, options: MetricOptions):
     """Label ids with C for uncounted pixels, the counted mask, bad counts (B,)."""
     label = _widen(xp, label)
     kept = not_ignored(xp, label, options.ignore_index)
-    valid = _is_class_id(xp, label, options.num_classes)
+    valid = is_class_id(xp, label, options.num_classes)
     counted = valid if kept is None else valid & kept
     bad = ~valid if kept is None else ~valid & kept
     ids = xp.where(counted, label, options.num_classes)

@@ -30,9 +30,9 @@ import numpy as np
 from array_api_compat import to_device
 
 from .._array import device, namespace_of
-from ._batch import BatchStatistics
 from ._options import MetricOptions
 from ._scores import SCORES, float_dtype, masked_sum, pair_levels
+from ._statistics import BatchStatistics
 
 __all__ = [
     "COUNT_SETS",

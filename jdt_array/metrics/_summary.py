@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from .._array import device
-from ._batch import BatchStatistics
 from ._options import MetricOptions, scored_mask
 from ._scores import SCORES, float_dtype, mean_or, pair_levels, ratios
 from ._state import CompactStatistics, StateLayout, compact_of, count_sets
+from ._statistics import BatchStatistics
 
 __all__ = [
     "level_results",

@@ -20,3 +20,9 @@ OPTION_SETS = {
     "agnostic-weighted": {"class_agnostic": True, "class_weights": [1.0, 2.0, 3.0, 4.0]},
     "threshold-high": {"threshold": 0.99, "active_classes_mode_soft": "PRESENT"},
 }
+
+# The option sets that take their own branches: the defaults, all three levels at
+# once, a soft PRESENT mode, the L2 norm (the generic path) and class weights with the
+# class-agnostic form. Every backend (and every autodiff library) runs these; the grid
+# backends run all of OPTION_SETS (tests/_support/tiers.py).
+SMOKE_OPTION_SETS = ("defaults", "all-levels", "soft-present", "l2", "agnostic-weighted")
