@@ -73,6 +73,18 @@ SLOW_MODULES = {
 # jax-jit backends among them) is slow; the quick subset runs NumPy, PyTorch and
 # array-api-strict.
 GRID_NAMES = {b.name for b in GRID_BACKENDS}
+# Modules of long single tests (a minute or more in a subprocess or a module fixture),
+# collected first: pytest-xdist hands each worker a first run of consecutive tests,
+# so these start at once, on one worker (one compile of the kernels, not one per
+# worker), and the run ends on short tests instead of waiting for a long one.
+LONG_FIRST = (
+    "test_kernel_compile.py",  # every kernel compiled for three GPU generations
+    "test_keras.py",
+    "test_docs_site.py",
+    "test_docstring_examples.py",
+    "test_distributed_jax.py",
+    "test_gpu_check.py",
+)
 
 
 def _backend_of(item):
@@ -97,7 +109,8 @@ def pytest_collection_modifyitems(config, items):
         kept.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
+    first = {name: rank for rank, name in enumerate(LONG_FIRST)}
+    items[:] = sorted(kept, key=lambda item: first.get(item.path.name, len(first)))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

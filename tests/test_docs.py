@@ -125,6 +125,8 @@ def run_in_own_process(path: Path) -> subprocess.CompletedProcess:
     ],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
+# A page whose logits trip the probabilities warning teaches readers to ignore it.
+@pytest.mark.filterwarnings("error:the logits of the first image:UserWarning")
 def test_snippets_run(path, capsys):
     if imports_keras(path):
         if importlib.util.find_spec("keras") is None:  # not imported: see the docstring

@@ -1,5 +1,6 @@
 """The test suite's own configuration in conftest.py: the slow marker lands on the
-modules it names, and the report counts skipped tests by reason."""
+modules it names, long modules are collected first, and the report counts skipped
+tests by reason."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def test_slow_tests_are_marked_and_others_are_not(request):
         item.add_marker = item.markers.append
     conftest.pytest_collection_modifyitems(request.config, items)
     assert [[m.name for m in item.markers] for item in items] == [["slow"], [], ["slow"]]
+
+
+def test_long_modules_come_first_and_the_rest_keeps_its_order(request):
+    names = ["test_jdt.py", "test_keras.py", "test_a.py", "test_kernel_compile.py",
+             "test_b.py", "test_keras.py"]  # fmt: skip
+    items = [SimpleNamespace(path=TESTS / n, name=f"test_{i}", add_marker=lambda m: None)
+             for i, n in enumerate(names)]  # fmt: skip
+    conftest.pytest_collection_modifyitems(request.config, items)
+    assert [item.name for item in items] == [
+        "test_3", "test_1", "test_5", "test_0", "test_2", "test_4"
+    ]  # fmt: skip
+    missing = {name for name in conftest.LONG_FIRST if not (TESTS / name).is_file()}
+    assert not missing, f"conftest.LONG_FIRST names missing modules: {sorted(missing)}"
 
 
 class Reporter:
