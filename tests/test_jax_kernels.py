@@ -113,3 +113,36 @@ def test_core_loss_has_second_derivatives():
     central = (jax.grad(loss)(x + step) - jax.grad(loss)(x - step)) / 2e-5
     np.testing.assert_allclose(hessian[..., 0, 1, 0, 0], central, rtol=1e-6, atol=1e-10)
     assert np.abs(central).max() > 1e-4
+
+
+def test_eager_calls_on_the_same_shapes_compile_nothing_again():
+    # The class folds are cached jitted functions: called eagerly again on the same
+    # shapes, a loss, its gradient and a metric's batch counts run compiled code (a
+    # loop over a fresh closure was compiled twice per call: 0.2 s for a tiny input).
+    # (A metric's per-image state grows, so its update compiles the new shapes.)
+    import jdt_array
+    from jdt_array.metrics import batch_statistics
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 5, 4, 6)))
+    y = jnp.asarray(rng.integers(0, 5, (2, 4, 6)))
+    soft = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 5, 4, 6))), axis=1)
+
+    def run():
+        for label in (y, soft):
+            jax.block_until_ready(jdt_array.value_and_grad(jdt_array.jdt_loss, x, label))
+        jax.block_until_ready(batch_statistics(x, y, num_classes=5))
+
+    run()
+    compiled = []
+
+    def listen(event, duration, **kwargs):
+        if "compile" in event:
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        run()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert not compiled

@@ -64,20 +64,52 @@ def _minor(x: jax.Array, axis: int) -> bool:
     return axis == x.ndim - 1 or x.shape[axis] <= 1
 
 
+# The folds are jitted functions of module-level terms, cached by (term, axis, shapes):
+# called eagerly, a loop over a fresh closure would be traced and compiled again at
+# every call (two XLA compilations, 0.2 s, per eager loss call); under an outer jit
+# they are inlined.
+
+
 def class_max(x: jax.Array, axis: int) -> jax.Array:
     """``max(x, axis, keepdims=True)``, NaN where any element is NaN."""
     if _minor(x, axis):
         return jnp.max(x, axis=axis, keepdims=True)
+    return _folded_max(x, axis)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _folded_max(x: jax.Array, axis: int) -> jax.Array:
     return _fold(jnp.maximum, lambda c: _slice(x, c, axis), x.shape[axis])
 
 
-def class_sum(term: Callable[..., jax.Array], arrays: tuple, axis: int) -> jax.Array:
-    """``sum(term(*arrays), axis, keepdims=True)`` for an elementwise ``term``, without
-    forming ``term(*arrays)`` in full."""
+def class_sum(
+    term: Callable[..., jax.Array], arrays: tuple, axis: int, *whole: jax.Array
+) -> jax.Array:
+    """``sum(term(*arrays, *whole), axis, keepdims=True)`` for an elementwise, module-
+    level ``term``, without forming it in full: ``arrays`` are taken a class slice at a
+    time, ``whole`` (size 1 along ``axis``) as they are."""
     if _minor(arrays[0], axis):
-        return jnp.sum(term(*arrays), axis=axis, keepdims=True)
-    sliced = lambda c: term(*(_slice(a, c, axis) for a in arrays))  # noqa: E731
+        return jnp.sum(term(*arrays, *whole), axis=axis, keepdims=True)
+    return _folded_sum(term, tuple(arrays), axis, whole)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _folded_sum(term: Callable, arrays: tuple, axis: int, whole: tuple) -> jax.Array:
+    sliced = lambda c: term(*(_slice(a, c, axis) for a in arrays), *whole)  # noqa: E731
     return _fold(jnp.add, sliced, arrays[0].shape[axis])
+
+
+def _exp_shifted(z: jax.Array, shift: jax.Array) -> jax.Array:
+    return jnp.exp(z - shift)
+
+
+def _product(x: jax.Array, g: jax.Array) -> jax.Array:
+    return x * g
+
+
+def _soft_l1_term(x, y, a, d):
+    """x (g_|x| + g_|x-y| sign(x - y)): the norm-1 soft-label gradient's inner term."""
+    return x * (a + d * jnp.sign(x - y))
 
 
 def _count_dtype():
@@ -105,7 +137,7 @@ def _host_argsort_descending(key) -> np.ndarray:
 def softmax(x: jax.Array, axis: int) -> jax.Array:
     """Softmax of ``x`` along ``axis`` (max-shifted), with fast class reductions."""
     shift = class_max(x, axis)
-    total = class_sum(lambda z: jnp.exp(z - shift), (x,), axis)
+    total = class_sum(_exp_shifted, (x,), axis, shift)
     return jnp.exp(x - shift) / total
 
 
@@ -118,6 +150,24 @@ def _softmax_jvp(axis, primals, tangents):
     return prob, prob * (t - jnp.sum(prob * t, axis=axis, keepdims=True))
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _folded_argmax(x: jax.Array, axis: int) -> jax.Array:
+    def step(c, carry):
+        best, index = carry
+        value = _slice(x, c, axis)
+        # Strictly greater keeps the first maximum; a NaN wins over any number,
+        # and the first NaN stays.
+        better = (value > best) | (jnp.isnan(value) & ~jnp.isnan(best))
+        return jnp.where(better, value, best), jnp.where(better, c, index)
+
+    first = _slice(x, 0, axis)
+    # zeros_like, not zeros: inside shard_map the carry keeps the slice's
+    # varying-axis type, which a fresh constant lacks.
+    start = (first, jnp.zeros_like(first, dtype=jnp.int32))
+    _, index = lax.fori_loop(1, x.shape[axis], step, start)
+    return jnp.squeeze(index, axis=axis)
+
+
 class JaxKernels(Generic):
     def softmax(self, x, axis, keep=None):
         if keep is not None:  # dropped pixels count as logits 0 (see Generic.softmax)
@@ -125,7 +175,7 @@ class JaxKernels(Generic):
         return softmax(x, axis)
 
     def softmax_vjp(self, prob, g_prob, axis):
-        inner = class_sum(lambda x, g: x * g, (prob, g_prob), axis)
+        inner = class_sum(_product, (prob, g_prob), axis)
         return prob * (g_prob - inner)
 
     def soft_statistics_vjp(self, prob, label, keep, class_axis, norm, g_prob_card,
@@ -139,11 +189,7 @@ class JaxKernels(Generic):
         axis = class_axis
         g_p = along_classes(jnp, g_prob_card, prob.ndim, axis)
         g_d = along_classes(jnp, g_diff_card, prob.ndim, axis)
-
-        def term(x, y, a, d):
-            return x * (a + d * jnp.sign(x - y))
-
-        inner = class_sum(term, (prob, label, g_p, g_d), axis)
+        inner = class_sum(_soft_l1_term, (prob, label, g_p, g_d), axis)
         grad = prob * (g_p + g_d * jnp.sign(prob - label) - inner)
         if keep is None:
             return grad
@@ -171,21 +217,7 @@ class JaxKernels(Generic):
         slices when the class axis is not the last."""
         if _minor(x, axis):
             return jnp.argmax(x, axis=axis)
-
-        def step(c, carry):
-            best, index = carry
-            value = _slice(x, c, axis)
-            # Strictly greater keeps the first maximum; a NaN wins over any number,
-            # and the first NaN stays.
-            better = (value > best) | (jnp.isnan(value) & ~jnp.isnan(best))
-            return jnp.where(better, value, best), jnp.where(better, c, index)
-
-        first = _slice(x, 0, axis)
-        # zeros_like, not zeros: inside shard_map the carry keeps the slice's
-        # varying-axis type, which a fresh constant lacks.
-        start = (first, jnp.zeros_like(first, dtype=jnp.int32))
-        _, index = lax.fori_loop(1, x.shape[axis], step, start)
-        return jnp.squeeze(index, axis=axis)
+        return _folded_argmax(x, axis)
 
     def class_counts(self, ids, num_classes):
         """(B, C) counts of the ids in [0, C] (C: no class) by one scatter-add per
